@@ -1,0 +1,62 @@
+"""One module per probe type, one shape for all of them.
+
+Each probe runs exactly one attempt and returns a `ProbeResult`; it never raises
+for anything a target does. It knows nothing of scheduling or thresholds: that
+lives in `sidecar.scheduler`.
+
+    probe = build_probe(TcpSocketSpec(port=8080))
+    result = await probe.attempt(timeout=1.0)
+    await probe.close()
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from probes.result import Outcome, ProbeResult
+from probes.spec import ExecSpec, GrpcSpec, HandlerSpec, HttpGetSpec, TcpSocketSpec
+
+
+class Probe(Protocol):
+    @property
+    def spec(self) -> HandlerSpec: ...
+
+    async def attempt(self, timeout: float) -> ProbeResult:
+        """Run one attempt bounded by `timeout` seconds. Never raises."""
+        ...
+
+    async def close(self) -> None:
+        """Release anything held between attempts (sessions, channels)."""
+        ...
+
+
+def build_probe(spec: HandlerSpec) -> Probe:
+    # Imports are local so `check` on a TCP probe never pays for grpc or aiohttp.
+    if isinstance(spec, HttpGetSpec):
+        from probes.http_get import HttpGetProbe
+
+        return HttpGetProbe(spec)
+    if isinstance(spec, TcpSocketSpec):
+        from probes.tcp_socket import TcpSocketProbe
+
+        return TcpSocketProbe(spec)
+    if isinstance(spec, GrpcSpec):
+        from probes.grpc_health import GrpcHealthProbe
+
+        return GrpcHealthProbe(spec)
+    from probes.exec_command import ExecProbe
+
+    return ExecProbe(spec)
+
+
+__all__ = [
+    "ExecSpec",
+    "GrpcSpec",
+    "HandlerSpec",
+    "HttpGetSpec",
+    "Outcome",
+    "Probe",
+    "ProbeResult",
+    "TcpSocketSpec",
+    "build_probe",
+]

@@ -1,0 +1,261 @@
+"""exec probe: run an argv in its own process group, as the kubelet's pkg/probe/exec.
+
+    probe = ExecProbe(ExecSpec(command=("pg_isready", "-q")))
+    result = await probe.attempt(timeout=1.0)  # SUCCESS on exit 0
+    await probe.close()
+
+The command runs inside the sidecar's own container, without a shell. Whatever happens,
+the whole process group is SIGKILLed when the attempt ends, so nothing it started
+outlives the attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import NamedTuple
+
+from probes.result import Outcome, ProbeResult, sanitize
+from probes.spec import ExecSpec
+
+# The kubelet keeps at most 10 KiB of probe output; we only ever show its first line.
+MAX_OUTPUT_BYTES = 10 * 1024
+# One pipe buffer per read, so a flood drains in few wakeups (read, then dropped at once).
+READ_CHUNK_BYTES = 64 * 1024
+# SIGKILLed processes die at once unless stuck in the kernel (D state): don't wait for those.
+KILL_GRACE_SECONDS = 0.5
+# How often to look again for killed group members we adopted that are not zombies yet.
+REAP_POLL_SECONDS = 0.001
+
+
+class ExecProbe:
+    """Runs one command per attempt; exit 0 is success.
+
+        probe = ExecProbe(ExecSpec(command=("cat", "/tmp/ready")))
+        result = await probe.attempt(timeout=0.5)
+        result.message  # "exit 0", "exec exit 1: cat: /tmp/ready: No such file ...", "timeout ..."
+    """
+
+    def __init__(self, spec: ExecSpec) -> None:
+        self.spec = spec
+
+    async def attempt(self, timeout: float) -> ProbeResult:
+        start = time.monotonic()
+        outcome, message = await self._run(seconds=timeout)
+        return ProbeResult(outcome, message, time.monotonic() - start)
+
+    async def close(self) -> None:
+        """Nothing to release: every attempt ends its own processes."""
+
+    async def _run(self, seconds: float) -> tuple[Outcome, str]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        command = self.spec.command
+        if not command:
+            return Outcome.FAILURE, "exec: empty command"
+        try:
+            output = _CappedOutput(loop)
+        except OSError as error:  # out of file descriptors
+            return Outcome.FAILURE, f"exec: {sanitize(error.strerror or str(error))}"
+        with output:
+            try:
+                child = await asyncio.create_subprocess_exec(
+                    *command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=output.write_fd,
+                    stderr=subprocess.STDOUT,
+                    # Our own group, so one killpg reaches every descendant that stayed in it.
+                    # Not a new session: staying in ours is how reap_adopted_zombies tells
+                    # our children from adopted ones.
+                    process_group=0,
+                    close_fds=True,
+                )
+            except (OSError, ValueError) as error:
+                return Outcome.FAILURE, _spawn_failure(error, command[0])
+            finally:
+                output.close_write_end()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    returncode = await child.wait()
+            except TimeoutError:
+                return Outcome.FAILURE, f"timeout after {seconds:g}s"
+            finally:
+                # Also on success: a background grandchild must not outlive the attempt.
+                await _end_group(child)
+            # The child has exited, so all it wrote is in the pipe: no need to wait for an
+            # EOF that a grandchild holding the pipe might never send.
+            output.read_written()
+        if returncode == 0:
+            return Outcome.SUCCESS, "exit 0"
+        return Outcome.FAILURE, _exit_failure(returncode, output.text())
+
+
+class _CappedOutput:
+    """The child's stdout and stderr: the first MAX_OUTPUT_BYTES kept, the rest drained and dropped.
+
+    Our own pipe rather than asyncio's PIPE: Process.wait() waits for EOF on asyncio's pipes,
+    and a background grandchild can hold them open forever.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._read_fd, self.write_fd = os.pipe()
+        self._write_open = True
+        self._kept = bytearray()
+        os.set_blocking(self._read_fd, False)
+        loop.add_reader(self._read_fd, self._read_once)
+
+    def __enter__(self) -> _CappedOutput:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._loop.remove_reader(self._read_fd)
+        os.close(self._read_fd)
+        self.close_write_end()
+
+    def close_write_end(self) -> None:
+        """The child has its copy; ours would keep the pipe from ever reaching EOF."""
+        if self._write_open:
+            self._write_open = False
+            os.close(self.write_fd)
+
+    def read_written(self) -> None:
+        """Take what is in the pipe now, stopping once there is nothing more worth keeping."""
+        while len(self._kept) < MAX_OUTPUT_BYTES and self._read_once():
+            pass
+
+    def text(self) -> str:
+        return self._kept.decode("utf-8", errors="replace")
+
+    def _read_once(self) -> bool:
+        """Read one chunk; False once the pipe is empty for now or closed."""
+        try:
+            chunk = os.read(self._read_fd, READ_CHUNK_BYTES)
+        except BlockingIOError:
+            return False
+        if not chunk:
+            self._loop.remove_reader(self._read_fd)
+            return False
+        room = MAX_OUTPUT_BYTES - len(self._kept)
+        if room > 0:
+            self._kept += chunk[:room]
+        return True
+
+
+async def _end_group(child: asyncio.subprocess.Process) -> None:
+    """SIGKILL the child's process group, await the child, and reap group members we adopted."""
+    signalled = _kill_group(child.pid)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(KILL_GRACE_SECONDS):
+            await child.wait()
+            if signalled:
+                await _reap_adopted_group(child.pid)
+    # Orphans that escaped the group (setsid) in earlier attempts may have exited since.
+    reap_adopted_zombies()
+
+
+def _kill_group(pgid: int) -> bool:
+    """Whether anything was left in the group to kill."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+async def _reap_adopted_group(pgid: int) -> None:
+    """Wait for killed members of `pgid` that were reparented to us to die, and reap them.
+
+    Only when we are PID 1 (or a subreaper) do orphans become ours; otherwise init reaps them.
+    """
+    while True:
+        reap_adopted_zombies()
+        if all(child.pgrp != pgid for child in _children()):
+            return
+        await asyncio.sleep(REAP_POLL_SECONDS)
+
+
+class _ChildStat(NamedTuple):
+    pid: int
+    state: str
+    pgrp: int
+    session: int
+
+
+def reap_adopted_zombies() -> int:
+    """Reap zombie children we inherited but never spawned; return how many were reaped.
+
+    As PID 1 in a container (or as a subreaper), orphans of killed or escaped
+    grandchildren (`setsid cmd &`) become our children, and nothing else waits for them.
+    Our own exec children are group leaders in our session and other code's children
+    share our group: both are left to whoever awaits them, as waitpid(-1) would steal them.
+    """
+    own_pgrp, own_session = os.getpgrp(), os.getsid(0)
+    reaped = 0
+    for child in _children():
+        leads_group_in_our_session = child.pgrp == child.pid and child.session == own_session
+        if child.state != "Z" or leads_group_in_our_session or child.pgrp == own_pgrp:
+            continue
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(child.pid, os.WNOHANG)[0] == child.pid:
+                reaped += 1
+    return reaped
+
+
+def _children() -> Iterator[_ChildStat]:
+    """Our direct children, from every thread's list (orphans may land on any of them)."""
+    try:
+        threads = os.listdir("/proc/self/task")
+    except OSError:  # no /proc: nothing we can find, nothing we can do
+        return
+    for thread in threads:
+        # Raw reads: this runs after every attempt, and pathlib would cost 4x as much.
+        listing = _read_proc(f"/proc/self/task/{thread}/children")
+        for pid in map(int, listing.split()):
+            stat = _read_proc(f"/proc/{pid}/stat")
+            if not stat:  # already gone
+                continue
+            # The command name may contain spaces and parentheses; the fields after it cannot.
+            fields = stat[stat.rfind(b")") + 2 :].split()
+            yield _ChildStat(pid, fields[0].decode(), int(fields[2]), int(fields[3]))
+
+
+def _read_proc(path: str) -> bytes:
+    """A small /proc file, or b"" if it vanished (or the kernel lacks CONFIG_PROC_CHILDREN)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return b""
+    try:
+        return os.read(fd, 64 * 1024)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
+
+
+def _spawn_failure(error: OSError | ValueError, program: str) -> str:
+    name = sanitize(program, 60)
+    if isinstance(error, FileNotFoundError):
+        return f"exec: command not found: {name}"
+    if isinstance(error, PermissionError):
+        return f"exec: permission denied: {name}"
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return f"exec: {sanitize(reason, 60)}: {name}"
+
+
+def _exit_failure(returncode: int, output: str) -> str:
+    if returncode < 0:
+        try:
+            status = f"exec killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            status = f"exec killed by signal {-returncode}"
+    else:
+        status = f"exec exit {returncode}"
+    first_line = sanitize(output)
+    return f"{status}: {first_line}" if first_line else status

@@ -1,0 +1,327 @@
+"""httpGet: one GET with the kubelet's headers, redirect rules and verdicts (k8s pkg/probe/http).
+
+Built on asyncio streams and h11 rather than aiohttp's client: every header byte is
+ours (no automatic ones), a connection is never kept alive, and an attempt stays cheap.
+
+    probe = HttpGetProbe(HttpGetSpec(port=8080, path="/healthz"))
+    result = await probe.attempt(timeout=1.0)  # "HTTP 200", "HTTP 503", "connect ECONNREFUSED ..."
+    await probe.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import re
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import quote, urljoin, urlsplit
+
+import h11
+
+from probes.result import MAX_MESSAGE_CHARS, Outcome, ProbeResult, sanitize
+from probes.spec import KUBE_PROBE_USER_AGENT, HttpGetSpec
+from probes.tcp_socket import LINGER_RESET, ConnectFailed, errno_name, open_socket
+
+# The kubelet reads at most 10 KiB of body (maxRespBodyLength); more is not a failure.
+_BODY_LIMIT = 10 * 1024
+# Go's http.Client refuses an 11th request: "stopped after 10 redirects".
+_MAX_REQUESTS = 10
+# A flood of response headers must fail, not grow a buffer until the timeout.
+_MAX_HEADER_BYTES = 16 * 1024
+# Go's transport gives up after five 1xx informational responses (max1xxResponses).
+_MAX_INFORMATIONAL = 5
+# One read takes whatever a loopback burst delivered.
+_READ_CHUNK = 64 * 1024
+# An error reason (TLS, protocol) is quoted this far, sanitised; bodies are never quoted.
+_EXCERPT_CHARS = 60
+# A hostname echoed from a hostile Location stays short.
+_HOST_CHARS = 60
+# The statuses Go's client follows when they carry a Location.
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# The schemes we speak, with the port a URL without one means.
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# Headers Go's Request.write writes itself or never copies from the map (reqWriteExcludeHeader).
+_NOT_COPIED = frozenset({"host", "user-agent", "content-length", "transfer-encoding", "trailer"})
+# Characters left as they are in a request target: RFC 3986 reserved ones and existing escapes.
+_TARGET_SAFE = "/?:@!$&'()*+,;=%[]~"
+# A peer that never answers our TLS close_notify must not hold the socket for asyncio's 30 s.
+_TLS_SHUTDOWN_TIMEOUT = 1.0
+# h11 rejects a 101 we did not ask for; the status line tells it apart from garbage.
+_SWITCHING_PROTOCOLS = re.compile(rb"(?:^|\n)HTTP/1\.[01] 101[ \r]")
+
+
+class HttpGetProbe:
+    """GET the target on a fresh connection, follow same-host redirects, judge the status.
+
+        probe = HttpGetProbe(HttpGetSpec(port=8443, scheme="https", headers=(("Host", "app"),)))
+        result = await probe.attempt(timeout=1.0)  # TLS unverified, "Host: app" sent
+        print(result.outcome, result.message)  # Outcome.SUCCESS HTTP 200
+    """
+
+    def __init__(self, spec: HttpGetSpec) -> None:
+        self.spec = spec
+        self._origin = _parse_url(spec.target)
+        self._host_override, self._headers = _request_headers(spec.headers)
+        self._tls = _unverified_tls_context()
+
+    async def attempt(self, timeout: float) -> ProbeResult:
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(timeout):
+                outcome, message = await self._follow()
+        except TimeoutError:
+            outcome, message = Outcome.FAILURE, f"timeout after {timeout:g}s"
+        except (ConnectFailed, _Failed) as exc:
+            outcome, message = Outcome.FAILURE, str(exc)
+        except Exception as exc:  # a bug here must not take the container's scheduler down
+            outcome, message = Outcome.FAILURE, f"probe error: {type(exc).__name__}"
+        return ProbeResult(outcome, message[:MAX_MESSAGE_CHARS], time.monotonic() - started)
+
+    async def close(self) -> None:
+        return None
+
+    async def _follow(self) -> tuple[Outcome, str]:
+        """Go's http.Client with the kubelet's CheckRedirect, one new connection per request."""
+        url, host = self._origin, self._host_override or self._origin.authority.encode()
+        for request in range(1, _MAX_REQUESTS + 1):
+            async with _exchange(url, self._tls) as exchange:
+                status, location = await exchange.response_head(url, host, self._headers)
+                if status not in _REDIRECT_STATUSES or location is None:
+                    await exchange.body()  # read (at most 10 KiB), as the kubelet does, never quoted
+                    return _judge(status)
+                hop = _resolve(url, location)
+                if hop.hostname != self._origin.hostname:
+                    await exchange.body()  # the kubelet reads the body of the response it ends on
+                    other = sanitize(hop.hostname, _HOST_CHARS)
+                    message = f"HTTP {status}: redirect to other host {other} not followed"
+                    return Outcome.WARNING, message
+            if request == _MAX_REQUESTS:
+                break
+            url, host = hop, hop.authority.encode()
+            if self._host_override and not urlsplit(location).scheme:
+                host = self._host_override  # Go keeps it across relative Locations only (#22233)
+        return Outcome.FAILURE, f"stopped after {_MAX_REQUESTS} redirects"
+
+
+class _Failed(Exception):
+    """One attempt failed; str() is the probe message."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Url:
+    url: str
+    scheme: str
+    hostname: str  # lower case, no brackets: what the redirect rule compares
+    port: int
+    authority: str  # host[:port] as written: the Host header unless overridden
+    request_target: str  # escaped path and query
+
+
+class _Exchange:
+    """One request and its response on one connection, parsed by h11."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEADER_BYTES)
+        self._head: bytes | None = b""  # bytes before the final response; None once it came
+        self._eof = False
+        self.complete = False
+
+    async def response_head(
+        self, url: _Url, host: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[int, str | None]:
+        """Send the GET, skip informational responses, return the status and the Location."""
+        try:
+            request = h11.Request(
+                method="GET", target=url.request_target, headers=[(b"Host", host), *headers]
+            )
+            self._writer.write(self._h11.send(request) + self._h11.send(h11.EndOfMessage()))
+        except h11.LocalProtocolError:
+            raise _Failed("invalid request header") from None
+        for _ in range(_MAX_INFORMATIONAL + 1):
+            event = await self._next_event()
+            if isinstance(event, h11.Response):
+                self._head = None
+                location = next((v for n, v in event.headers if n == b"location"), b"")
+                return event.status_code, location.decode("utf-8", "replace") or None
+            if not isinstance(event, h11.InformationalResponse):
+                raise _Failed("connection closed before response")
+        raise _Failed("too many 1xx responses")
+
+    async def body(self) -> bytes:
+        """At most _BODY_LIMIT bytes, within the response's own framing."""
+        chunks: list[bytes] = []
+        size = 0
+        while size <= _BODY_LIMIT:
+            event = await self._next_event()
+            if isinstance(event, h11.Data):
+                chunks.append(event.data)
+                size += len(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                self.complete = True
+                break
+            else:
+                raise _Failed("connection closed during body")
+        return b"".join(chunks)[:_BODY_LIMIT]
+
+    def close(self) -> None:
+        if self.complete:
+            self._writer.close()  # a polite TLS close_notify, bounded by _TLS_SHUTDOWN_TIMEOUT
+        else:
+            self._writer.transport.abort()  # unread data or a broken peer: drop it now
+
+    async def _next_event(self) -> object:
+        while True:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise _Failed(self._describe(exc)) from None
+            if event is not h11.NEED_DATA:
+                return event
+            data = await self._read()
+            if self._head is not None:
+                self._head += data
+            self._eof = not data
+            self._h11.receive_data(data)
+
+    async def _read(self) -> bytes:
+        try:
+            return await self._reader.read(_READ_CHUNK)
+        except ConnectionResetError:
+            raise _Failed("connection reset") from None
+        except ssl.SSLError as exc:
+            raise _Failed(f"TLS error: {_tls_reason(exc)}") from None
+        except OSError as exc:
+            raise _Failed(f"read {errno_name(exc)}") from None
+
+    def _describe(self, error: h11.RemoteProtocolError) -> str:
+        if self._head is not None and _SWITCHING_PROTOCOLS.search(self._head):
+            return "HTTP 101"  # a final status for Go as for us, and a failure
+        if error.error_status_hint == 431:
+            return "response headers too large"
+        if self._eof and self._head is not None:
+            return "connection closed before response"
+        if self._eof:
+            return "connection closed during body"
+        return "invalid HTTP response"
+
+
+@contextlib.asynccontextmanager
+async def _exchange(url: _Url, tls: ssl.SSLContext) -> AsyncIterator[_Exchange]:
+    if url.scheme not in _DEFAULT_PORTS:
+        raise _Failed(f"unsupported scheme {sanitize(url.scheme, _HOST_CHARS)}")
+    sock = await open_socket(url.hostname, url.port)
+    # RST on close, as for TCP probes: aggressive probing of a keep-alive server would
+    # otherwise leave a TIME_WAIT socket per attempt on our side.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+    try:
+        if url.scheme == "https":
+            reader, writer = await asyncio.open_connection(
+                sock=sock,
+                ssl=tls,
+                server_hostname=_server_name(url.hostname),
+                ssl_shutdown_timeout=_TLS_SHUTDOWN_TIMEOUT,
+            )
+        else:
+            reader, writer = await asyncio.open_connection(sock=sock)
+    except ssl.SSLError as exc:
+        sock.close()
+        raise _Failed(f"TLS handshake failed: {_tls_reason(exc)}") from None
+    except OSError as exc:
+        sock.close()
+        raise _Failed(f"TLS handshake failed: {errno_name(exc)}") from None
+    except BaseException:
+        sock.close()
+        raise
+    exchange = _Exchange(reader, writer)
+    try:
+        yield exchange
+    finally:
+        exchange.close()
+
+
+def _request_headers(
+    user: tuple[tuple[str, str], ...],
+) -> tuple[bytes | None, list[tuple[bytes, bytes]]]:
+    """(Host override, the other headers) as the kubelet's newProbeRequest and Go's writer."""
+    first: dict[str, str] = {}
+    for name, value in user:
+        first.setdefault(name.lower(), value)
+    drop_accept = first.get("accept") == ""  # an empty Accept removes it
+    headers: list[tuple[str, str]] = []
+    user_agent = first.get("user-agent", KUBE_PROBE_USER_AGENT)
+    if user_agent:  # an empty User-Agent means none at all
+        headers.append(("User-Agent", user_agent))
+    for name, value in user:
+        lower = name.lower()
+        if lower not in _NOT_COPIED and not (drop_accept and lower == "accept"):
+            headers.append((name, value))
+    if "accept" not in first:
+        headers.append(("Accept", "*/*"))
+    if "close" not in _tokens(first.get("connection", "")):
+        headers.append(("Connection", "close"))  # the kubelet disables keep-alive
+    host = first.get("host")
+    encoded = [(name.encode(), value.encode()) for name, value in headers]
+    return (host.encode() if host else None), encoded
+
+
+def _parse_url(url: str) -> _Url:
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise ValueError(f"no host in {url!r}")
+    port = parts.port if parts.port is not None else _DEFAULT_PORTS.get(parts.scheme, 0)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return _Url(
+        url=url,
+        scheme=parts.scheme,
+        hostname=parts.hostname,
+        port=port,
+        authority=parts.netloc.rpartition("@")[2],
+        request_target=quote(target, safe=_TARGET_SAFE),
+    )
+
+
+def _resolve(current: _Url, location: str) -> _Url:
+    try:
+        return _parse_url(urljoin(current.url, location))
+    except ValueError:
+        raise _Failed("invalid redirect location") from None
+
+
+def _judge(status: int) -> tuple[Outcome, str]:
+    if 200 <= status < 300:
+        return Outcome.SUCCESS, f"HTTP {status}"
+    if 300 <= status < 400:
+        return Outcome.WARNING, f"HTTP {status}"  # the kubelet warns on every 3xx it ends on
+    # No body excerpt: /ready, /status and logs must never echo what a target said.
+    return Outcome.FAILURE, f"HTTP {status}"
+
+
+def _unverified_tls_context() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False  # the kubelet never verifies a probe's certificate
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _tls_reason(error: ssl.SSLError) -> str:
+    return sanitize(str(error.reason or type(error).__name__), _EXCERPT_CHARS)
+
+
+def _server_name(hostname: str) -> str:
+    """SNI for names only, as Go's TLS client; asyncio reads "" as "send none"."""
+    try:
+        ipaddress.ip_address(hostname)
+    except ValueError:
+        return hostname
+    return ""
+
+
+def _tokens(value: str) -> set[str]:
+    return {token.strip().lower() for token in value.split(",")}

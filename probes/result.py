@@ -1,0 +1,47 @@
+"""The one result type every probe returns, as the kubelet's `probe.Result`."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Outcome(enum.Enum):
+    """What one attempt concluded.
+
+    WARNING is the kubelet's "probe.Warning" (a redirect to another host that was
+    not followed). It counts as success for readiness.
+    """
+
+    SUCCESS = "success"
+    WARNING = "warning"
+    FAILURE = "failure"
+
+    @property
+    def ok(self) -> bool:
+        return self is not Outcome.FAILURE
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """One attempt: its outcome, a short human message and how long it took.
+
+        result = await probe.attempt(timeout=1.0)
+        if result.outcome.ok: ...
+        print(f"{result.message} in {result.duration * 1000:.1f} ms")
+    """
+
+    outcome: Outcome
+    message: str
+    duration: float  # seconds, wall clock, monotonic
+
+
+# Messages end up in logs, /status and gRPC; they must stay short and printable.
+MAX_MESSAGE_CHARS = 160
+
+
+def sanitize(text: str, limit: int = 80) -> str:
+    """First line of `text`, printable ASCII only, at most `limit` characters."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    clean = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in line)
+    return clean if len(clean) <= limit else clean[: limit - 3] + "..."

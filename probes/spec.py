@@ -1,0 +1,86 @@
+"""Handler specs: what to probe, resolved and validated.
+
+The config loader in `sidecar/` produces these; a probe consumes one. Ports are
+always numbers here: named ports were resolved by the loader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The kubelet sends its own version; we present a current release so servers that
+# special-case kube-probe see what they would see from a real kubelet.
+KUBE_PROBE_VERSION = "1.37"
+KUBE_PROBE_USER_AGENT = f"kube-probe/{KUBE_PROBE_VERSION}"
+
+DEFAULT_HOST = "127.0.0.1"  # pod containers share one network namespace
+
+
+@dataclass(frozen=True, slots=True)
+class HttpGetSpec:
+    port: int
+    path: str = "/"
+    host: str = DEFAULT_HOST
+    scheme: str = "http"  # "http" or "https", lower case
+    # (name, value) pairs in the order given; names may repeat, as in httpHeaders.
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return "httpGet"
+
+    @property
+    def target(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        path = self.path if self.path.startswith("/") else "/" + self.path
+        return f"{self.scheme}://{host}:{self.port}{path}"
+
+
+@dataclass(frozen=True, slots=True)
+class TcpSocketSpec:
+    port: int
+    host: str = DEFAULT_HOST
+
+    @property
+    def kind(self) -> str:
+        return "tcpSocket"
+
+    @property
+    def target(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"tcp://{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcSpec:
+    port: int
+    service: str = ""
+    host: str = DEFAULT_HOST
+
+    @property
+    def kind(self) -> str:
+        return "grpc"
+
+    @property
+    def target(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        suffix = f"/{self.service}" if self.service else ""
+        return f"grpc://{host}:{self.port}{suffix}"
+
+
+@dataclass(frozen=True, slots=True)
+class ExecSpec:
+    command: tuple[str, ...]
+
+    @property
+    def kind(self) -> str:
+        return "exec"
+
+    @property
+    def target(self) -> str:
+        import shlex
+
+        return "exec:" + shlex.join(self.command)
+
+
+HandlerSpec = HttpGetSpec | TcpSocketSpec | GrpcSpec | ExecSpec

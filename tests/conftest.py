@@ -1,0 +1,44 @@
+"""Shared test plumbing.
+
+Tests that need a real peer (Prometheus, network namespaces, podman) call
+`require_peer(reason)` when it is missing: on a laptop that skips, but in CI,
+where `.ci/run` sets READINESS_SIDECAR_REQUIRE_PEERS=1, it fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+PEER_MANIFESTS = SHARED / "peer-manifests"
+
+
+def peers_required() -> bool:
+    return os.environ.get("READINESS_SIDECAR_REQUIRE_PEERS", "") not in ("", "0", "false")
+
+
+def require_peer(reason: str) -> None:
+    """Skip (laptop) or fail (CI) because a real peer is missing."""
+    if peers_required():
+        pytest.fail(f"required peer missing in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def sidecar_cmd(*args: str) -> list[str]:
+    """The CLI as a subprocess, from this checkout, with this interpreter."""
+    return [sys.executable, "-m", "sidecar", *args]
+
+
+@pytest.fixture
+def sidecar_env() -> dict[str, str]:
+    """Environment for CLI subprocesses: this checkout first on the path, no stray config."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("READINESS_SIDECAR_", "SERVING_"))}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    if peers_required():
+        env["READINESS_SIDECAR_REQUIRE_PEERS"] = "1"
+    return env

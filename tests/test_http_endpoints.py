@@ -1,0 +1,195 @@
+"""The health port's endpoints (DESIGN §5), against an in-process sidecar and real targets."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from probes.spec import HttpGetSpec
+from sidecar.app import Sidecar
+from sidecar.settings import RunSettings
+from sidecar.spec import ContainerSpec, ProbeTiming, SidecarConfig
+from tests.target_apps import FlipTarget
+
+SETTINGS = RunSettings(health_port=0, grpc_port=None, metrics_port=None, bind="127.0.0.1",
+                       drain_seconds=0.5, steady_period=0.2)
+
+
+@pytest.fixture
+async def targets() -> AsyncIterator[tuple[FlipTarget, FlipTarget]]:
+    app, side = await FlipTarget.start(503), await FlipTarget.start(503)
+    yield app, side
+    await app.stop()
+    await side.stop()
+
+
+@pytest.fixture
+async def sidecar(targets: tuple[FlipTarget, FlipTarget]) -> AsyncIterator[tuple[Sidecar, str]]:
+    app, side = targets
+    config = SidecarConfig((
+        ContainerSpec("app", HttpGetSpec(port=app.port, path="/health"), ProbeTiming(failure_threshold=1)),
+        ContainerSpec("side", HttpGetSpec(port=side.port, path="/health"), required=False),
+    ))
+    car = Sidecar(config, SETTINGS)
+    ports = await car.start()
+    yield car, f"http://127.0.0.1:{ports.health}"
+    await car.stop()
+
+
+async def get(url: str) -> tuple[int, dict[str, object]]:
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_ready_is_503_until_every_required_container_is_ready(
+    sidecar: tuple[Sidecar, str], targets: tuple[FlipTarget, FlipTarget]
+) -> None:
+    _, base = sidecar
+    app, _ = targets
+    status, body = await get(base + "/ready")
+    assert status == 503
+    assert body["ready"] is False
+    containers = body["containers"]
+    assert isinstance(containers, dict)
+    assert containers["app"]["ready"] is False
+    assert containers["side"]["required"] is False
+    app.status = 200
+    await asyncio.sleep(0.3)
+    status, body = await get(base + "/ready")
+    assert status == 200, "the optional container 'side' is still 503 but does not gate"
+    assert body["ready"] is True
+
+
+async def test_long_poll_answers_the_moment_the_target_turns_ready(
+    sidecar: tuple[Sidecar, str], targets: tuple[FlipTarget, FlipTarget]
+) -> None:
+    _, base = sidecar
+    app, _ = targets
+    poll = asyncio.create_task(get(base + "/ready?wait=5s"))
+    await asyncio.sleep(0.3)
+    assert not poll.done(), "held while not ready"
+    app.status = 200
+    flipped = time.monotonic()
+    status, _ = await poll
+    assert status == 200
+    assert time.monotonic() - flipped < 0.5
+
+
+async def test_long_poll_gives_up_with_503_when_the_wait_ends(sidecar: tuple[Sidecar, str]) -> None:
+    _, base = sidecar
+    start = time.monotonic()
+    status, _ = await get(base + "/ready?wait=300ms")
+    assert status == 503
+    assert 0.25 <= time.monotonic() - start < 2.0
+
+
+async def test_bad_wait_value_is_a_400_naming_it(sidecar: tuple[Sidecar, str]) -> None:
+    _, base = sidecar
+    status, body = await get(base + "/ready?wait=soon")
+    assert status == 400
+    assert "wait" in str(body["error"])
+
+
+async def test_ready_per_container_and_unknown_container(
+    sidecar: tuple[Sidecar, str], targets: tuple[FlipTarget, FlipTarget]
+) -> None:
+    _, base = sidecar
+    _, side = targets
+    side.status = 200
+    status, body = await get(base + "/ready/side?wait=3s")
+    assert (status, body["container"], body["ready"]) == (200, "side", True)
+    status, body = await get(base + "/ready/app")
+    assert status == 503 and str(body["reason"]).startswith("HTTP 503")
+    status, body = await get(base + "/ready/nope")
+    assert status == 404
+
+
+async def test_status_reports_every_container_in_full(
+    sidecar: tuple[Sidecar, str], targets: tuple[FlipTarget, FlipTarget]
+) -> None:
+    _, base = sidecar
+    app, _ = targets
+    app.status = 200
+    await asyncio.sleep(0.3)
+    status, body = await get(base + "/status")
+    assert status == 200
+    assert body["ready"] is True and body["draining"] is False
+    assert isinstance(body["uptime_seconds"], float) and body["version"]
+    containers = body["containers"]
+    assert isinstance(containers, list)
+    app_doc = next(c for c in containers if c["name"] == "app")
+    assert app_doc["probe"] == "httpGet"
+    assert app_doc["target"] == f"http://127.0.0.1:{app.port}/health"
+    assert app_doc["status"] == "ready" and app_doc["last_result"] == "success"
+    assert app_doc["consecutive_successes"] >= 1 and app_doc["latency_ms"] > 0
+    assert app_doc["last_transition_time"].endswith("Z")
+    assert 0 < app_doc["time_to_first_ready_seconds"] < 5
+
+
+async def test_bodies_never_echo_the_targets_response_body(sidecar: tuple[Sidecar, str]) -> None:
+    car, base = sidecar
+    secret_app = await FlipTarget.start(500)
+    try:
+        # FlipTarget answers "x"; a body with a secret is served by a dedicated app.
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_get("/", lambda r: web.Response(status=500, text="SECRET-TOKEN " * 100))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        from probes import build_probe
+
+        result = await build_probe(HttpGetSpec(port=port)).attempt(1.0)
+        car.state.record("app", result)
+        for path in ("/ready", "/ready/app", "/status"):
+            async with aiohttp.ClientSession() as session, session.get(base + path) as resp:
+                assert "SECRET" not in await resp.text(), path
+        await runner.cleanup()
+    finally:
+        await secret_app.stop()
+
+
+async def test_healthz_turns_503_when_a_scheduler_dies(sidecar: tuple[Sidecar, str]) -> None:
+    car, base = sidecar
+    assert (await get(base + "/healthz"))[0] == 200
+    car._tasks["app"].cancel()
+    await asyncio.sleep(0.05)
+    status, body = await get(base + "/healthz")
+    assert status == 503 and body["dead_schedulers"] == ["app"]
+
+
+async def test_wait_for_drain_without_sigterm_resets_readiness_after_about_a_second(
+    sidecar: tuple[Sidecar, str], targets: tuple[FlipTarget, FlipTarget]
+) -> None:
+    _, base = sidecar
+    app, _ = targets
+    app.status = 200
+    assert (await get(base + "/ready?wait=3s"))[0] == 200
+    drain = asyncio.create_task(get(base + "/wait-for-drain"))
+    await asyncio.sleep(0.2)
+    assert (await get(base + "/ready"))[0] == 503, "a preStop starts the drain at once"
+    start = time.monotonic()
+    status, body = await drain
+    assert (status, body["drain"]) == (200, "reset")
+    assert time.monotonic() - start < 1.5
+    assert (await get(base + "/ready"))[0] == 200, "no SIGTERM came: readiness is not wedged"
+
+
+async def test_wait_for_drain_returns_when_the_drain_period_ends(sidecar: tuple[Sidecar, str]) -> None:
+    car, base = sidecar
+    drain = asyncio.create_task(get(base + "/wait-for-drain"))
+    await asyncio.sleep(0.1)
+    start = time.monotonic()
+    car.drainer.begin()
+    status, body = await drain
+    assert (status, body["drain"]) == (200, "drained")
+    assert 0.4 <= time.monotonic() - start < 1.5  # drain_seconds = 0.5
+    status, body = await get(base + "/ready?wait=5s")
+    assert status == 503 and body["draining"] is True, "draining answers at once, never holds"

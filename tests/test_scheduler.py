@@ -1,0 +1,213 @@
+"""Scheduling semantics (DESIGN §4) against real HTTP targets on loopback.
+
+Thresholds are asserted by counting attempts, which is exact; times only get
+generous bounds (timing itself is measured in benchmarks/)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from probes import build_probe
+from probes.result import ProbeResult
+from probes.spec import ExecSpec, HttpGetSpec
+from sidecar.scheduler import AggressivePolicy, ContainerScheduler
+from sidecar.spec import ContainerSpec, ProbeTiming
+from sidecar.state import AggregateState, ContainerState, StateObserver, Transition
+from tests.target_apps import FlipTarget
+
+
+class TransitionRecorder(StateObserver):
+    def __init__(self) -> None:
+        self.transitions: list[tuple[float, Transition, int, int]] = []
+
+    def container_changed(self, container: ContainerState, transition: Transition) -> None:
+        self.transitions.append(
+            (time.monotonic(), transition, container.consecutive_successes,
+             container.consecutive_failures)
+        )
+
+
+def http_spec(target: FlipTarget, name: str = "app", **timing: float) -> ContainerSpec:
+    return ContainerSpec(name, HttpGetSpec(port=target.port, path="/health"), ProbeTiming(**timing))  # type: ignore[arg-type]
+
+
+async def run_schedulers(state: AggregateState, policy: AggressivePolicy) -> list[asyncio.Task[None]]:
+    tasks = []
+    for name, c in state.containers.items():
+        assert c.spec.handler is not None
+        scheduler = ContainerScheduler(state, name, build_probe(c.spec.handler), policy)
+        tasks.append(asyncio.create_task(scheduler.run()))
+    return tasks
+
+
+@pytest.fixture
+async def target() -> AsyncIterator[FlipTarget]:
+    t = await FlipTarget.start(status=503)
+    yield t
+    await t.stop()
+
+
+async def stop(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_period_mode_applies_success_and_failure_thresholds_exactly(target: FlipTarget) -> None:
+    recorder = TransitionRecorder()
+    state = AggregateState(
+        [http_spec(target, period=0.05, success_threshold=2, failure_threshold=3)], observers=[recorder]
+    )
+    tasks = await run_schedulers(state, AggressivePolicy())
+    try:
+        await asyncio.sleep(0.2)
+        assert not state.ready, "503s must never make it ready"
+        target.status = 200
+        assert await state.wait_ready(2.0)
+        target.status = 500
+        assert await state.wait_for(lambda: not state.ready, 2.0)
+    finally:
+        await stop(tasks)
+    (_, up, up_successes, _), (_, down, _, down_failures) = recorder.transitions
+    assert up.now_ready and up_successes == 2, "ready exactly at successThreshold"
+    assert not down.now_ready and down_failures == 3, "unready exactly at failureThreshold"
+    assert down.reason.startswith("HTTP 500")
+
+
+async def test_period_mode_probes_once_per_period_even_when_ready(target: FlipTarget) -> None:
+    target.status = 200
+    state = AggregateState([http_spec(target, period=0.1)])
+    tasks = await run_schedulers(state, AggressivePolicy(steady_period=0.01))
+    try:
+        await asyncio.sleep(1.0)
+    finally:
+        await stop(tasks)
+    # kubelet semantics: ~10 attempts in 1 s at period 0.1, nothing aggressive.
+    assert 7 <= len(target.request_times) <= 12
+
+
+async def test_aggressive_mode_detects_ready_fast_then_slows_to_steady_period(target: FlipTarget) -> None:
+    policy = AggressivePolicy(interval=0.005, steady_period=0.25)
+    state = AggregateState([http_spec(target)])
+    tasks = await run_schedulers(state, policy)
+    try:
+        await asyncio.sleep(0.3)
+        attempts_not_ready = len(target.request_times)
+        target.status = 200
+        flipped = time.monotonic()
+        assert await state.wait_ready(2.0)
+        detected = time.monotonic() - flipped
+        before = len(target.request_times)
+        await asyncio.sleep(1.0)
+        steady_attempts = len(target.request_times) - before
+    finally:
+        await stop(tasks)
+    assert attempts_not_ready >= 10, "not ready: probed at the short interval"
+    assert detected < 0.25, f"aggressive detection took {detected:.3f}s"
+    assert 2 <= steady_attempts <= 6, f"ready: steady period, got {steady_attempts} attempts in 1 s"
+
+
+async def test_failure_while_ready_is_confirmed_by_fast_reprobes(target: FlipTarget) -> None:
+    recorder = TransitionRecorder()
+    policy = AggressivePolicy(interval=0.005, steady_period=0.5)
+    state = AggregateState([http_spec(target, failure_threshold=3)], observers=[recorder])
+    target.status = 200
+    tasks = await run_schedulers(state, policy)
+    try:
+        assert await state.wait_ready(2.0)
+        await asyncio.sleep(0.6)  # land somewhere inside the steady period
+        target.status = 503
+        flipped = time.monotonic()
+        assert await state.wait_for(lambda: not state.ready, 3.0)
+        confirmed = time.monotonic() - flipped
+    finally:
+        await stop(tasks)
+    _, _down, _, failures = recorder.transitions[-1]
+    assert failures == 3
+    # At most one steady period to see the first failure, then milliseconds, not 2 more periods.
+    assert confirmed < 0.5 + 0.3, f"took {confirmed:.3f}s"
+
+
+async def test_slow_starters_are_probed_at_a_widening_interval(target: FlipTarget) -> None:
+    policy = AggressivePolicy(interval=0.005, window=0.3, max_interval=0.08)
+    state = AggregateState([http_spec(target)])
+    tasks = await run_schedulers(state, policy)
+    start = time.monotonic()
+    try:
+        await asyncio.sleep(1.8)
+    finally:
+        await stop(tasks)
+    early = target.requests_between(start, start + 0.3) / 0.3
+    late = target.requests_between(start + 1.3, start + 1.8) / 0.5
+    assert late <= 20, f"after widening: {late:.0f}/s, expected ~12/s at 80 ms"
+    assert early >= 4 * late, f"early {early:.0f}/s vs late {late:.0f}/s"
+
+
+async def test_initial_delay_is_respected(target: FlipTarget) -> None:
+    target.status = 200
+    state = AggregateState([http_spec(target, initial_delay=0.4)])
+    start = time.monotonic()
+    tasks = await run_schedulers(state, AggressivePolicy())
+    try:
+        assert await state.wait_ready(3.0)
+    finally:
+        await stop(tasks)
+    assert target.request_times[0] - start >= 0.38
+
+
+async def test_slow_but_healthy_target_passes_despite_short_aggressive_timeout() -> None:
+    slow = await FlipTarget.start(status=200, delay=0.15)
+    try:
+        state = AggregateState([http_spec(slow, timeout=1.0)])
+        tasks = await run_schedulers(state, AggressivePolicy(timeout=0.05))
+        try:
+            assert await state.wait_ready(3.0), "a 150 ms health check must pass with timeoutSeconds 1"
+        finally:
+            await stop(tasks)
+    finally:
+        await slow.stop()
+
+
+async def test_a_hanging_probe_does_not_delay_another_container(target: FlipTarget) -> None:
+    hang = ContainerSpec("hang", ExecSpec(("sleep", "3600")), ProbeTiming(timeout=1.0))
+    state = AggregateState([hang, http_spec(target, name="app")])
+    tasks = await run_schedulers(state, AggressivePolicy(timeout=1.0))
+    try:
+        await asyncio.sleep(0.2)
+        target.status = 200
+        flipped = time.monotonic()
+        assert await state.wait_for(lambda: state.containers["app"].ready, 2.0)
+        assert time.monotonic() - flipped < 0.3
+        target.status = 503
+        assert await state.wait_for(lambda: not state.containers["app"].ready, 2.0)
+    finally:
+        await stop(tasks)
+    assert not state.containers["hang"].ready
+    assert not state.ready, "the hanging container still gates the aggregate"
+
+
+def test_not_ready_interval_doubles_per_window_up_to_the_cap() -> None:
+    policy = AggressivePolicy(interval=0.005, window=10, max_interval=0.1)
+    assert [policy.not_ready_interval(t) for t in (0, 9.9, 10, 20, 30, 40, 50, 500)] == [
+        0.005, 0.005, 0.01, 0.02, 0.04, 0.08, 0.1, 0.1]
+
+
+def test_state_starts_not_ready_and_ignores_unobserved_and_optional_containers() -> None:
+    from probes.result import Outcome
+    from probes.spec import TcpSocketSpec
+
+    state = AggregateState([
+        ContainerSpec("app", TcpSocketSpec(port=1), ProbeTiming(success_threshold=1)),
+        ContainerSpec("side", TcpSocketSpec(port=2), required=False),
+        ContainerSpec("blind", None),
+    ])
+    assert not state.ready
+    assert state.containers["app"].status == "pending"
+    state.record("app", ProbeResult(Outcome.WARNING, "HTTP 302", 0.001))
+    assert state.ready, "a warning counts as success; optional and unobserved don't gate"
+    state.set_draining(True)
+    assert not state.ready
