@@ -1,0 +1,245 @@
+"""Metrics (DESIGN §7), scraped over HTTP from in-process sidecars probing real targets."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Sequence
+
+import aiohttp
+import pytest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from probes.spec import HttpGetSpec, TcpSocketSpec
+from sidecar.app import Sidecar
+from sidecar.settings import RunSettings
+from sidecar.spec import ContainerSpec, ProbeTiming, SidecarConfig
+from tests.target_apps import FlipTarget
+
+SETTINGS = RunSettings(health_port=0, grpc_port=None, metrics_port=0, bind="127.0.0.1",
+                       steady_period=0.05)
+NEVER = ProbeTiming(initial_delay=3600.0)  # a container whose first attempt never comes in a test
+
+# DESIGN §7's stable names (plus the documented extra), with the TYPE each must have.
+EXPECTED_TYPES = {
+    "readiness_probe_duration_seconds": "histogram",
+    "readiness_probe_total": "counter",
+    "readiness_container_ready": "gauge",
+    "readiness_ready": "gauge",
+    "readiness_transitions_total": "counter",
+    "readiness_time_to_ready_seconds": "gauge",
+    "readiness_consecutive_failures": "gauge",
+    "readiness_draining": "gauge",
+    "readiness_probe_schedule_lateness_seconds": "histogram",
+}
+
+Labels = frozenset[tuple[str, str]]
+
+
+class Scrape:
+    """One /metrics answer, parsed: sample values by name and labels, and the TYPE lines."""
+
+    def __init__(self, text: str, content_type: str) -> None:
+        self.text = text
+        self.content_type = content_type
+        self.samples: dict[tuple[str, Labels], float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                self.samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+        types = re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE)
+        self.types = {
+            n: t for n, t in types if n.startswith("readiness_") and not n.endswith("_created")
+        }
+
+    def get(self, name: str, **labels: str) -> float | None:
+        return self.samples.get((name, frozenset(labels.items())))
+
+    def value(self, name: str, **labels: str) -> float:
+        found = self.get(name, **labels)
+        assert found is not None, f"no sample {name}{labels}"
+        return found
+
+    def containers_in(self, name: str) -> set[str]:
+        return {dict(labels).get("container", "") for n, labels in self.samples if n == name}
+
+
+async def scrape(port: int) -> Scrape:
+    async with aiohttp.ClientSession() as session, \
+            session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+        assert resp.status == 200
+        return Scrape(await resp.text(), resp.headers["Content-Type"])
+
+
+async def started(containers: Sequence[ContainerSpec], registry: CollectorRegistry | None = None
+                  ) -> tuple[Sidecar, int]:
+    car = Sidecar(SidecarConfig(tuple(containers)), SETTINGS, registry=registry)
+    ports = await car.start()
+    assert ports.metrics is not None
+    return car, ports.metrics
+
+
+@pytest.fixture
+async def target() -> AsyncIterator[FlipTarget]:
+    target = await FlipTarget.start(503)
+    yield target
+    await target.stop()
+
+
+async def test_every_series_exists_at_zero_before_the_first_attempt() -> None:
+    car, port = await started([
+        ContainerSpec("web", HttpGetSpec(port=1, path="/health"), NEVER),
+        ContainerSpec("db", TcpSocketSpec(port=1), NEVER, required=False),
+        ContainerSpec("ghost", None),
+    ])
+    try:
+        m = await scrape(port)
+    finally:
+        await car.stop()
+    assert m.content_type == CONTENT_TYPE_LATEST
+    assert m.types == EXPECTED_TYPES
+    for name, kind in (("web", "httpGet"), ("db", "tcpSocket")):
+        for result in ("success", "failure", "warning"):
+            assert m.value("readiness_probe_total", container=name, probe=kind, result=result) == 0
+        assert m.value("readiness_probe_duration_seconds_count", container=name, probe=kind) == 0
+        assert m.value("readiness_probe_duration_seconds_bucket", container=name, probe=kind,
+                       le="0.0001") == 0, "sub-millisecond resolution"
+        assert m.value("readiness_probe_duration_seconds_bucket", container=name, probe=kind,
+                       le="10.0") == 0
+        assert m.value("readiness_container_ready", container=name) == 0
+        assert m.value("readiness_consecutive_failures", container=name) == 0
+        assert m.value("readiness_transitions_total", container=name, to="ready") == 0
+        assert m.value("readiness_transitions_total", container=name, to="unready") == 0
+        assert m.value("readiness_probe_schedule_lateness_seconds_count", container=name) == 0
+    assert m.value("readiness_ready") == 0
+    assert m.value("readiness_draining") == 0
+    assert m.containers_in("readiness_time_to_ready_seconds") == set(), "only set once first ready"
+    every_container = {dict(labels).get("container") for _, labels in m.samples}
+    assert "ghost" not in every_container, "an unobserved container exports no series at all"
+    assert m.get("process_cpu_seconds_total") is not None
+    assert any(name == "python_info" for name, _ in m.samples)
+
+
+async def test_values_follow_the_target_from_failing_to_ready_and_back(target: FlipTarget) -> None:
+    car, port = await started([ContainerSpec("app", HttpGetSpec(port=target.port, path="/health"))])
+    try:
+        await asyncio.sleep(0.1)  # let it fail for a while
+        first = await scrape(port)
+        await asyncio.sleep(0.1)
+        failing = await scrape(port)
+        target.status = 200
+        assert await car.state.wait_ready(2.0)
+        ready = await scrape(port)
+        target.status = 503
+        assert await car.state.wait_for(lambda: not car.state.ready, 2.0)
+        unready = await scrape(port)
+        target.status = 200
+        assert await car.state.wait_ready(2.0)
+        ready_again = await scrape(port)
+    finally:
+        await car.stop()
+
+    app = {"container": "app"}
+    http = {"container": "app", "probe": "httpGet"}
+    assert first.value("readiness_consecutive_failures", **app) >= 3
+    assert failing.value("readiness_consecutive_failures", **app) > first.value(
+        "readiness_consecutive_failures", **app), "consecutive failures grow while failing"
+    assert failing.value("readiness_probe_total", **http, result="failure") == failing.value(
+        "readiness_consecutive_failures", **app)
+    assert failing.value("readiness_probe_total", **http, result="success") == 0
+    assert failing.value("readiness_ready") == 0
+    assert failing.value("readiness_container_ready", **app) == 0
+    assert failing.get("readiness_time_to_ready_seconds", **app) is None
+
+    assert ready.value("readiness_ready") == 1
+    assert ready.value("readiness_container_ready", **app) == 1
+    assert ready.value("readiness_transitions_total", **app, to="ready") == 1
+    assert ready.value("readiness_transitions_total", **app, to="unready") == 0
+    assert ready.value("readiness_consecutive_failures", **app) == 0
+    assert ready.value("readiness_probe_total", **http, result="success") >= 1
+    time_to_ready = ready.value("readiness_time_to_ready_seconds", **app)
+    assert 0.2 <= time_to_ready < 2.5, "the target was 503 for the first ~0.2 s"
+
+    assert unready.value("readiness_ready") == 0
+    assert unready.value("readiness_container_ready", **app) == 0
+    assert unready.value("readiness_transitions_total", **app, to="unready") == 1
+    assert unready.value("readiness_consecutive_failures", **app) >= 3  # failureThreshold
+
+    assert ready_again.value("readiness_transitions_total", **app, to="ready") == 2
+    assert ready_again.value("readiness_time_to_ready_seconds", **app) == time_to_ready, "set once"
+    attempts = sum(ready_again.value("readiness_probe_total", **http, result=r)
+                   for r in ("success", "failure", "warning"))
+    assert ready_again.value("readiness_probe_duration_seconds_count", **http) == attempts
+    assert ready_again.value("readiness_probe_schedule_lateness_seconds_count", **app) == attempts
+
+
+async def test_optional_container_is_measured_but_does_not_gate_the_aggregate(
+    target: FlipTarget,
+) -> None:
+    good = await FlipTarget.start(200)
+    car, port = await started([
+        ContainerSpec("app", HttpGetSpec(port=good.port, path="/health")),
+        ContainerSpec("extra", HttpGetSpec(port=target.port, path="/health"), required=False),
+    ])
+    try:
+        assert await car.state.wait_ready(2.0)
+        m = await scrape(port)
+    finally:
+        await car.stop()
+        await good.stop()
+    assert m.value("readiness_ready") == 1
+    assert m.value("readiness_container_ready", container="extra") == 0
+    assert m.value("readiness_probe_total", container="extra", probe="httpGet",
+                   result="failure") >= 1
+
+
+async def test_draining_turns_the_aggregate_off_and_is_exported(target: FlipTarget) -> None:
+    target.status = 200
+    car, port = await started([ContainerSpec("app", HttpGetSpec(port=target.port, path="/health"))])
+    try:
+        assert await car.state.wait_ready(2.0)
+        before = await scrape(port)
+        car.drainer.begin()
+        during = await scrape(port)
+    finally:
+        await car.stop()
+    assert (before.value("readiness_ready"), before.value("readiness_draining")) == (1, 0)
+    assert (during.value("readiness_ready"), during.value("readiness_draining")) == (0, 1)
+    assert during.value("readiness_container_ready", container="app") == 1, "the app itself is fine"
+
+
+async def test_two_sidecars_in_one_process_keep_their_own_registries(target: FlipTarget) -> None:
+    good = await FlipTarget.start(200)
+    owned = CollectorRegistry()
+    first, first_port = await started([ContainerSpec("app", HttpGetSpec(good.port, "/health"))])
+    second, second_port = await started(
+        [ContainerSpec("app", HttpGetSpec(target.port, "/health"))], registry=owned
+    )
+    try:
+        assert await first.state.wait_ready(2.0)
+        await asyncio.sleep(0.05)
+        assert second.state.containers["app"].attempts >= 2
+        a, b = await scrape(first_port), await scrape(second_port)
+        passed_in = generate_latest(owned).decode()
+    finally:
+        await first.stop()
+        await second.stop()
+        await good.stop()
+    assert a.value("readiness_ready") == 1
+    assert b.value("readiness_ready") == 0
+    assert a.value("readiness_probe_total", container="app", probe="httpGet", result="failure") == 0
+    assert b.value("readiness_probe_total", container="app", probe="httpGet", result="success") == 0
+    assert "readiness_ready 0.0" in passed_in, "a registry passed in is the one served"
+
+
+async def test_metrics_port_serves_get_metrics_and_nothing_else() -> None:
+    car, port = await started([ContainerSpec("app", TcpSocketSpec(port=1), NEVER)])
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/ready") as resp:
+                missing = resp.status
+            async with session.post(f"http://127.0.0.1:{port}/metrics", data=b"x") as resp:
+                posted = resp.status
+    finally:
+        await car.stop()
+    assert (missing, posted) == (404, 405)
