@@ -29,6 +29,11 @@ MAX_OUTPUT_BYTES = 10 * 1024
 READ_CHUNK_BYTES = 64 * 1024
 # SIGKILLed processes die at once unless stuck in the kernel (D state): don't wait for those.
 KILL_GRACE_SECONDS = 0.5
+
+# Pids of exec children an attempt is still awaiting. Module-level on purpose: a
+# process's children are process-wide, and the reaper must never take one of these.
+_SPAWNED: set[int] = set()
+_PR_GET_CHILD_SUBREAPER = 37
 # How often to look again for killed group members we adopted that are not zombies yet.
 REAP_POLL_SECONDS = 0.001
 
@@ -69,16 +74,16 @@ class ExecProbe:
                     stdin=subprocess.DEVNULL,
                     stdout=output.write_fd,
                     stderr=subprocess.STDOUT,
-                    # Our own group, so one killpg reaches every descendant that stayed in it.
-                    # Not a new session: staying in ours is how reap_adopted_zombies tells
-                    # our children from adopted ones.
-                    process_group=0,
+                    # Its own group (via a new session: uvloop has no process_group=), so one
+                    # killpg reaches every descendant that stayed in it.
+                    start_new_session=True,
                     close_fds=True,
                 )
             except (OSError, ValueError) as error:
                 return Outcome.FAILURE, _spawn_failure(error, command[0])
             finally:
                 output.close_write_end()
+            _SPAWNED.add(child.pid)
             try:
                 async with asyncio.timeout_at(deadline):
                     returncode = await child.wait()
@@ -86,7 +91,10 @@ class ExecProbe:
                 return Outcome.FAILURE, f"timeout after {seconds:g}s"
             finally:
                 # Also on success: a background grandchild must not outlive the attempt.
-                await _end_group(child)
+                try:
+                    await _end_group(child)
+                finally:
+                    _SPAWNED.discard(child.pid)
             # The child has exited, so all it wrote is in the pipe: no need to wait for an
             # EOF that a grandchild holding the pipe might never send.
             output.read_written()
@@ -192,14 +200,15 @@ def reap_adopted_zombies() -> int:
 
     As PID 1 in a container (or as a subreaper), orphans of killed or escaped
     grandchildren (`setsid cmd &`) become our children, and nothing else waits for them.
-    Our own exec children are group leaders in our session and other code's children
-    share our group: both are left to whoever awaits them, as waitpid(-1) would steal them.
+    Our own exec children (in _SPAWNED) and other code's children (which share our group)
+    are left to whoever awaits them, as waitpid(-1) would steal them.
     """
-    own_pgrp, own_session = os.getpgrp(), os.getsid(0)
+    if os.getpid() != 1 and not _is_subreaper():
+        return 0  # orphans go to init, never to us: every zombie child of ours is awaited
+    own_pgrp = os.getpgrp()
     reaped = 0
     for child in _children():
-        leads_group_in_our_session = child.pgrp == child.pid and child.session == own_session
-        if child.state != "Z" or leads_group_in_our_session or child.pgrp == own_pgrp:
+        if child.state != "Z" or child.pid in _SPAWNED or child.pgrp == own_pgrp:
             continue
         with contextlib.suppress(ChildProcessError):
             if os.waitpid(child.pid, os.WNOHANG)[0] == child.pid:
@@ -259,3 +268,15 @@ def _exit_failure(returncode: int, output: str) -> str:
         status = f"exec exit {returncode}"
     first_line = sanitize(output)
     return f"{status}: {first_line}" if first_line else status
+
+
+def _is_subreaper() -> bool:
+    import ctypes
+
+    flag = ctypes.c_int(0)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0)
+    except (OSError, AttributeError):
+        return False
+    return flag.value != 0
