@@ -1,0 +1,118 @@
+"""`readiness-sidecar check`: one parallel round, a table or JSON, and exit codes 0/1/2."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sidecar.check import check_once, exit_code
+from sidecar.config import load_config
+from tests.conftest import PEER_MANIFESTS, sidecar_cmd
+from tests.target_apps import FlipTarget
+
+
+@pytest.fixture
+async def healthy() -> AsyncIterator[FlipTarget]:
+    target = await FlipTarget.start(200)
+    yield target
+    await target.stop()
+
+
+def refused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run, sidecar_cmd("check", *args), capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+async def test_exit_0_when_every_required_container_passes_and_a_table_is_printed(
+    healthy: FlipTarget, sidecar_env: dict[str, str]
+) -> None:
+    proc = await run_cli(sidecar_env, "--probe", f"web={healthy.url}", "--probe", f"db=tcp://127.0.0.1:{healthy.port}")
+    assert proc.returncode == 0, proc.stderr
+    header, web, db = proc.stdout.strip().splitlines()
+    assert header.split() == ["CONTAINER", "PROBE", "TARGET", "RESULT", "LATENCY", "MESSAGE"]
+    assert web.split()[:4] == ["web", "httpGet", healthy.url, "success"]
+    assert db.split()[:4] == ["db", "tcpSocket", f"tcp://127.0.0.1:{healthy.port}", "success"]
+
+
+async def test_exit_1_when_a_required_container_fails_and_json_names_the_reason(
+    healthy: FlipTarget, sidecar_env: dict[str, str]
+) -> None:
+    port = refused_port()
+    proc = await run_cli(sidecar_env, "--json", "--probe", f"web={healthy.url}", "--probe", f"db=tcp://127.0.0.1:{port}")
+    assert proc.returncode == 1
+    doc = json.loads(proc.stdout)
+    assert doc["ready"] is False
+    by_name = {c["container"]: c for c in doc["containers"]}
+    assert by_name["web"]["result"] == "success" and by_name["web"]["latency_ms"] > 0
+    assert by_name["db"] == {
+        "container": "db", "probe": "tcpSocket", "target": f"tcp://127.0.0.1:{port}", "required": True,
+        "result": "failure", "latency_ms": by_name["db"]["latency_ms"],
+        "message": f"connect ECONNREFUSED 127.0.0.1:{port}",
+    }
+
+
+async def test_optional_containers_are_reported_only_with_all_containers_and_never_gate(
+    healthy: FlipTarget, sidecar_env: dict[str, str]
+) -> None:
+    args = ("--json", "--probe", f"web={healthy.url}", "--probe", f"side=tcp://127.0.0.1:{refused_port()};required=false")
+    plain = await run_cli(sidecar_env, *args)
+    everything = await run_cli(sidecar_env, *args, "--all-containers")
+    assert plain.returncode == everything.returncode == 0
+    assert [c["container"] for c in json.loads(plain.stdout)["containers"]] == ["web"]
+    assert [c["container"] for c in json.loads(everything.stdout)["containers"]] == ["web", "side"]
+
+
+async def test_a_manifest_with_an_unobserved_container_warns_once_and_passes(
+    sidecar_env: dict[str, str], tmp_path: Path
+) -> None:
+    # The exec-liveness peer pod has no readinessProbe and no ports: nothing to observe.
+    proc = await run_cli(sidecar_env, "-f", str(PEER_MANIFESTS / "k8s-exec-liveness.yaml"))
+    assert proc.returncode == 0
+    assert proc.stderr.count("\n") == 1 and "left to the kubelet" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("--probe", "web=htp://x:1"), '--probe "web=htp://x:1": unknown scheme "htp"'),
+        (("-f", "/nonexistent/pod.yaml"), "/nonexistent/pod.yaml: cannot read: No such file or directory"),
+        ((), "no containers configured"),
+        (("--bogus",), "readiness-sidecar: unrecognized arguments: --bogus"),
+    ],
+)
+async def test_user_mistakes_are_one_line_and_exit_2(
+    sidecar_env: dict[str, str], args: tuple[str, ...], expected: str
+) -> None:
+    proc = await run_cli(sidecar_env, *args)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(expected), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+async def test_twenty_300ms_probes_run_in_parallel() -> None:
+    slow = await FlipTarget.start(200, delay=0.3)
+    try:
+        flags = [f"c{i}={slow.url};timeout=2s" for i in range(20)]
+        config = load_config(probe_flags=flags, environ={})
+        start = time.monotonic()
+        rows = await check_once(config)
+        elapsed = time.monotonic() - start
+    finally:
+        await slow.stop()
+    assert exit_code(rows) == 0 and len(rows) == 20
+    # Sequential would be 6 s; a parallel round costs about one probe.
+    assert elapsed < 1.0, f"20 x 300 ms took {elapsed:.2f}s"
