@@ -1,4 +1,5 @@
-"""The health port: /ready, /ready/<container>, /healthz, /status, /wait-for-drain (DESIGN §5).
+"""The health port: /ready, /ready/<container>, /healthz, /status, /wait-for-drain (DESIGN §5),
+and /live/<container> for liveness checks that `inject --rewrite-liveness` routes through us.
 
 /ready is the hot path (kubelet, load balancers, wrk): its body is rebuilt only
 when the state's revision changes, and a long-poll waits on the state's event.
@@ -9,12 +10,14 @@ when the state's revision changes, and a long-poll waits on the state's event.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from probes import build_probe
 from sidecar import __version__
 from sidecar.drain import Drainer
 from sidecar.durations import parse_duration
@@ -94,6 +97,7 @@ class HealthHttpServer:
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/status", self.status)
         self.app.router.add_get("/wait-for-drain", self.wait_for_drain)
+        self.app.router.add_get("/live/{container}", self.live_container)
 
     async def start(self, bind: str, port: int) -> int:
         self._runner = web.AppRunner(
@@ -169,6 +173,9 @@ class HealthHttpServer:
             "draining": state.draining,
             "uptime_seconds": round(state.uptime(), 3),
             "version": __version__,
+            # Live asyncio tasks in the process, this request's included: a debug figure
+            # that tests/reliability watches for leaks. Cheap: one pass over a WeakSet.
+            "tasks": len(asyncio.all_tasks()),
             "containers": [_container_status(c, state.started_mono) for c in state.containers.values()],
         }
         return _json_response(doc, status=200)
@@ -176,3 +183,17 @@ class HealthHttpServer:
     async def wait_for_drain(self, request: web.Request) -> web.Response:
         outcome = await self.drainer.wait_for_drain()
         return _json_response({"drain": outcome})
+
+    async def live_container(self, request: web.Request) -> web.Response:
+        """Run the container's liveness check once, now: the kubelet owns period and thresholds."""
+        name = request.match_info["container"]
+        c = self.state.containers.get(name)
+        if c is None or c.spec.liveness is None:
+            return _json_response({"error": f"no liveness check for container {name!r}"}, status=404)
+        probe = build_probe(c.spec.liveness)
+        try:
+            result = await probe.attempt(c.spec.liveness_timeout)
+        finally:
+            await probe.close()
+        doc = {"container": name, "alive": result.outcome.ok, "result": result.outcome.value, "reason": result.message}
+        return _json_response(doc, status=200 if result.outcome.ok else 503)

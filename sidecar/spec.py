@@ -42,6 +42,10 @@ class ContainerSpec:
     required: bool = True
     # Where it came from, for messages: "pod.yaml: Deployment/web", "--probe", ...
     origin: str = ""
+    # A liveness check the sidecar runs once per GET /live/<name> (inject --rewrite-liveness),
+    # for apps that listen on localhost only. Never part of readiness.
+    liveness: HandlerSpec | None = None
+    liveness_timeout: float = DEFAULT_TIMEOUT_SECONDS
 
     @property
     def observed(self) -> bool:
