@@ -100,13 +100,10 @@ class ContainerScheduler:
         short_timeout = min(full_timeout, policy.timeout)
         last_timed_out_short = False
         while True:
-            if c.ready:
-                timeout = full_timeout
-            else:
-                # Short attempts keep a not-ready container's probing tight; after one
-                # times out, give the next the full timeoutSeconds so a slow but healthy
-                # target can still pass (queue-proxy's fixed 100 ms never lets it).
-                timeout = full_timeout if last_timed_out_short else short_timeout
+            # Short attempts keep a not-ready container's probing tight; after one times
+            # out, the next gets the full timeoutSeconds so a slow but healthy target can
+            # still pass (queue-proxy's fixed 100 ms never lets it).
+            timeout = full_timeout if c.ready or last_timed_out_short else short_timeout
             result = await self._attempt(timeout)
             last_timed_out_short = (
                 timeout == short_timeout < full_timeout
