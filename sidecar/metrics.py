@@ -20,9 +20,11 @@ and `result` one of success, failure, warning:
     readiness_consecutive_failures    gauge      container
     readiness_draining                gauge
 
-Extra, outside the stable list (the benchmarks need probe-schedule jitter):
+Extra, outside the stable list:
 
-    readiness_probe_schedule_lateness_seconds  histogram  container
+    readiness_probe_schedule_lateness_seconds  histogram  container (the benchmarks' jitter)
+    readiness_container_required               gauge      container (1 if it gates /ready, so
+                                                           alerts can pick required containers)
 
 Every observed container's series exist from start (zeros), so alerts on absent
 series work before the first attempt. A container that is not observed (left to
@@ -99,6 +101,11 @@ class ReadinessMetrics(StateObserver):
             "readiness_container_ready", "1 if the container is ready, else 0.",
             ["container"], registry=r,
         )
+        self.container_required = Gauge(
+            "readiness_container_required",
+            "Extra, not in the stable set: 1 if the container gates the aggregate, else 0.",
+            ["container"], registry=r,
+        )
         self.ready = Gauge(
             "readiness_ready", "1 if the aggregate readiness (/ready) is ready, else 0.",
             registry=r,
@@ -145,6 +152,7 @@ class ReadinessMetrics(StateObserver):
             to_unready=self.transitions.labels(name, "unready"),
         )
         series.ready.set(c.ready)
+        self.container_required.labels(name).set(c.spec.gates)
         # Read at scrape time: the state already counts, so no attempt pays for a set().
         self.consecutive_failures.labels(name).set_function(lambda: c.consecutive_failures)
         if c.time_to_first_ready is not None:

@@ -32,6 +32,7 @@ EXPECTED_TYPES = {
     "readiness_consecutive_failures": "gauge",
     "readiness_draining": "gauge",
     "readiness_probe_schedule_lateness_seconds": "histogram",
+    "readiness_container_required": "gauge",
 }
 
 Labels = frozenset[tuple[str, str]]
@@ -111,6 +112,8 @@ async def test_every_series_exists_at_zero_before_the_first_attempt() -> None:
         assert m.value("readiness_transitions_total", container=name, to="ready") == 0
         assert m.value("readiness_transitions_total", container=name, to="unready") == 0
         assert m.value("readiness_probe_schedule_lateness_seconds_count", container=name) == 0
+    assert m.value("readiness_container_required", container="web") == 1
+    assert m.value("readiness_container_required", container="db") == 0, "optional: never gates"
     assert m.value("readiness_ready") == 0
     assert m.value("readiness_draining") == 0
     assert m.containers_in("readiness_time_to_ready_seconds") == set(), "only set once first ready"
