@@ -37,12 +37,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 from sidecar.containers import LoadedContainers, containers_from_document, containers_from_pod
 from sidecar.error_context import ErrorContext, one_line, quote, type_words
 from sidecar.errors import ConfigError
+from sidecar.manifest_io import read_manifest
 from sidecar.manifests import find_pod_specs, load_documents
 from sidecar.probe_conversion import PortContext, convert_probe
 from sidecar.quick_probe import FLAG_SOURCE, flag_context, parse_probe_flag
@@ -111,18 +112,8 @@ def _from_flags(flags: Sequence[str]) -> LoadedContainers:
 
 
 def _from_file(path: str) -> LoadedContainers:
-    source = path if path.isprintable() and path else quote(path)
-    try:
-        data = Path(path).read_bytes()
-    except OSError as err:
-        raise ConfigError(source, "", "", f"cannot read: {err.strerror or one_line(str(err))}") from None
-    except ValueError:  # a NUL in the path
-        raise ConfigError(source, "", "", "cannot read: invalid file name") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise ConfigError(source, "", "", f"cannot read: not UTF-8 text (byte {err.start})") from None
-    docs = load_documents(text, source)
+    manifest = read_manifest(path, sys.stdin.buffer)  # "-" reads stdin
+    source, docs = manifest.source, manifest.docs
     ctx = ErrorContext(source)
     if not docs:
         raise ctx.error("", "is empty: expected a containers file or a manifest with a pod template")

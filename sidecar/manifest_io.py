@@ -1,4 +1,4 @@
-"""Reading manifests for `inject` and `lint` (a file or stdin), and writing them back.
+"""Reading manifests (a file or stdin) for config, `inject` and `lint`, and writing them back.
 
     manifest = read_manifest("deploy.yaml", sys.stdin.buffer)
     text = dump_documents(manifest.docs, as_json=manifest.is_json)
@@ -10,8 +10,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
-
-import yaml
 
 from sidecar.error_context import one_line, quote
 from sidecar.errors import ConfigError
@@ -72,4 +70,6 @@ def dump_documents(docs: list[Any], *, as_json: bool) -> str:
         return "".join(json.dumps(doc, indent=2, ensure_ascii=False) + "\n" for doc in docs)
     if not docs:
         return ""
+    import yaml  # only writers pay for it: `check --probe` never loads yaml
+
     return yaml.safe_dump_all(docs, sort_keys=False, allow_unicode=True, width=YAML_WIDTH)
