@@ -42,3 +42,12 @@ def sidecar_env() -> dict[str, str]:
     if peers_required():
         env["READINESS_SIDECAR_REQUIRE_PEERS"] = "1"
     return env
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "run_last: slow whole-system test; runs after the rest of the suite")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A stable sort: everything keeps its order, the run_last tests just move to the end.
+    items.sort(key=lambda item: item.get_closest_marker("run_last") is not None)
