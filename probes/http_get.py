@@ -73,7 +73,7 @@ class HttpGetProbe:
         started = time.monotonic()
         try:
             async with asyncio.timeout(timeout):
-                outcome, message = await self._follow()
+                outcome, message = await self._follow(timeout)
         except TimeoutError:
             outcome, message = Outcome.FAILURE, f"timeout after {timeout:g}s"
         except (ConnectFailed, _Failed) as exc:
@@ -85,11 +85,11 @@ class HttpGetProbe:
     async def close(self) -> None:
         return None
 
-    async def _follow(self) -> tuple[Outcome, str]:
+    async def _follow(self, timeout: float) -> tuple[Outcome, str]:
         """Go's http.Client with the kubelet's CheckRedirect, one new connection per request."""
         url, host = self._origin, self._host_override or self._origin.authority.encode()
         for request in range(1, _MAX_REQUESTS + 1):
-            async with _exchange(url, self._tls) as exchange:
+            async with _exchange(url, self._tls, timeout) as exchange:
                 status, location = await exchange.response_head(url, host, self._headers)
                 if status not in _REDIRECT_STATUSES or location is None:
                     await exchange.body()  # read (at most 10 KiB), as the kubelet does, never quoted
@@ -213,7 +213,7 @@ class _Exchange:
 
 
 @contextlib.asynccontextmanager
-async def _exchange(url: _Url, tls: ssl.SSLContext) -> AsyncIterator[_Exchange]:
+async def _exchange(url: _Url, tls: ssl.SSLContext, timeout: float) -> AsyncIterator[_Exchange]:
     if url.scheme not in _DEFAULT_PORTS:
         raise _Failed(f"unsupported scheme {sanitize(url.scheme, _HOST_CHARS)}")
     sock = await open_socket(url.hostname, url.port)
@@ -226,6 +226,11 @@ async def _exchange(url: _Url, tls: ssl.SSLContext) -> AsyncIterator[_Exchange]:
                 sock=sock,
                 ssl=tls,
                 server_hostname=_server_name(url.hostname),
+                # The attempt's own deadline ends the handshake first. This one matters
+                # after it: uvloop keeps a cancelled handshake's buffers (~28 KiB) until
+                # the handshake timeout, 60 s by default, so aggressive attempts at a
+                # stalling TLS peer would pile up tens of MB.
+                ssl_handshake_timeout=timeout,
                 ssl_shutdown_timeout=_TLS_SHUTDOWN_TIMEOUT,
             )
         else:

@@ -17,10 +17,11 @@ from typing import Any
 
 from aiohttp import web
 
-from probes import build_probe
+from probes import HandlerSpec, ProbeResult, build_probe
 from sidecar import __version__
 from sidecar.drain import Drainer
 from sidecar.durations import parse_duration
+from sidecar.request_limits import refuse_bodies_over
 from sidecar.state import AggregateState, ContainerState
 
 MAX_WAIT_SECONDS = 300.0  # a long-poll longer than any sane kubelet timeout is a mistake
@@ -91,7 +92,12 @@ class HealthHttpServer:
         self.dead_schedulers = dead_schedulers
         self._ready_cache: tuple[int, int, bytes] = (-1, 503, b"")
         self._runner: web.AppRunner | None = None
-        self.app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+        # One /live attempt per container at a time, shared by concurrent callers: anything that
+        # reaches this port may call it, and each attempt starts a connection or a process.
+        self._live_checks: dict[str, asyncio.Task[ProbeResult]] = {}
+        self.app = web.Application(
+            client_max_size=MAX_REQUEST_BYTES, middlewares=[refuse_bodies_over(MAX_REQUEST_BYTES)]
+        )
         self.app.router.add_get("/ready", self.ready)
         self.app.router.add_get("/ready/{container}", self.ready_container)
         self.app.router.add_get("/healthz", self.healthz)
@@ -190,10 +196,19 @@ class HealthHttpServer:
         c = self.state.containers.get(name)
         if c is None or c.spec.liveness is None:
             return _json_response({"error": f"no liveness check for container {name!r}"}, status=404)
-        probe = build_probe(c.spec.liveness)
-        try:
-            result = await probe.attempt(c.spec.liveness_timeout)
-        finally:
-            await probe.close()
+        check = self._live_checks.get(name)
+        if check is None or check.done():
+            check = asyncio.create_task(_attempt_once(c.spec.liveness, c.spec.liveness_timeout), name=f"live {name}")
+            self._live_checks[name] = check
+        # A caller that goes away must not cancel the attempt the others are waiting on.
+        result = await asyncio.shield(check)
         doc = {"container": name, "alive": result.outcome.ok, "result": result.outcome.value, "reason": result.message}
         return _json_response(doc, status=200 if result.outcome.ok else 503)
+
+
+async def _attempt_once(handler: HandlerSpec, timeout: float) -> ProbeResult:
+    probe = build_probe(handler)
+    try:
+        return await probe.attempt(timeout)
+    finally:
+        await probe.close()

@@ -99,10 +99,12 @@ def inject_documents(docs: Sequence[Any], source: str, options: InjectOptions) -
 
 
 def is_injected(pod_spec: dict[str, Any]) -> bool:
+    # Runs before the pod spec is validated (inject --force goes past lint errors): any shape.
     return any(
         isinstance(entry, dict) and entry.get("name") == SIDECAR_NAME
         for key in ("containers", "initContainers")
-        for entry in (pod_spec.get(key) or [])
+        if isinstance(entries := pod_spec.get(key), list)
+        for entry in entries
     )
 
 

@@ -49,6 +49,7 @@ from prometheus_client import (
 )
 
 from probes.result import Outcome, ProbeResult
+from sidecar.request_limits import refuse_bodies_over
 from sidecar.state import AggregateState, ContainerState, StateObserver, Transition
 
 # 100 us to 10 s: a TCP connect here takes ~0.1 ms, a gRPC Check ~1 ms, and a kubelet
@@ -208,7 +209,9 @@ class MetricsServer:
         self.metrics = ReadinessMetrics(state, self.registry)
         state.observers.append(self.metrics)
         self._runner: web.AppRunner | None = None
-        self.app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+        self.app = web.Application(
+            client_max_size=MAX_REQUEST_BYTES, middlewares=[refuse_bodies_over(MAX_REQUEST_BYTES)]
+        )
         self.app.router.add_get("/metrics", self.handle_metrics)
 
     async def start(self, bind: str, port: int) -> int:

@@ -143,7 +143,7 @@ def _host(host: str | None, ctx: ErrorContext, field_path: str) -> str:
     if not host:
         return DEFAULT_HOST
     if not is_host(host):
-        raise ctx.error(field_path, f"must not contain spaces, '/' or control characters: {quote(host)}")
+        raise ctx.error(field_path, f"must not contain spaces, '/', '[]@?#' or control characters: {quote(host)}")
     return host
 
 

@@ -128,7 +128,7 @@ def _host_port(netloc: str, ctx: ErrorContext, default_port: int | None, scheme:
         if ":" in host:
             raise ctx.error("", "put an IPv6 address in brackets: [::1]:8080")
     if not is_host(host):
-        raise ctx.error("", "the host must not contain spaces or control characters")
+        raise ctx.error("", "the host must not contain spaces, '[]@?#' or control characters")
     if not port_text:
         if default_port is None:
             raise ctx.error("", f"{scheme}:// needs a port, e.g. {scheme}://127.0.0.1:8080")

@@ -10,6 +10,7 @@ The CLI only turns flags and READINESS_SIDECAR_<FLAG> env vars into raw strings;
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -93,8 +94,17 @@ def _port(text: str, *, allow_off: bool = False) -> int | None:
     return port
 
 
-def _positive_duration(text: str) -> float:
+def _duration(text: str) -> float:
     value = parse_duration(text)
+    # parse_duration refuses "1e400" but sums "9999...9s" to inf: an endless drain or
+    # period is a typo, and would silently mean "never exit" or "never probe again".
+    if not math.isfinite(value):
+        raise ValueError(f"duration {text[:40]!r} is too long")
+    return value
+
+
+def _positive_duration(text: str) -> float:
+    value = _duration(text)
     if value <= 0:
         raise ValueError(f"duration {text!r} must be > 0")
     return value
@@ -117,10 +127,10 @@ _PARSERS = {
     "grpc_port": lambda t: _port(t, allow_off=True),
     "metrics_port": lambda t: _port(t, allow_off=True),
     "bind": _bind,
-    "drain_seconds": parse_duration,
+    "drain_seconds": _duration,
     "aggressive_interval": _positive_duration,
     "aggressive_timeout": _positive_duration,
-    "aggressive_window": parse_duration,
+    "aggressive_window": _duration,
     "aggressive_max_interval": _positive_duration,
     "steady_period": _positive_duration,
     "log_format": _log_format,

@@ -3,6 +3,7 @@ trips over an unsendable host, path or header in the middle of an attempt.
 
     is_header_name("X-Trace")   # True
     is_host("db local")         # False: whitespace
+    is_host("[::1]")            # False: brackets are URL syntax; write ::1
     is_path("/health?x=\udc80")  # False: a lone surrogate cannot be encoded
 """
 
@@ -15,7 +16,9 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Lone surrogates come from undecodable bytes in argv or env; no encoder takes them.
 _SURROGATES = "\ud800-\udfff"
 _BAD_HEADER_VALUE = re.compile(f"[\r\n\x00{_SURROGATES}]")
-_BAD_HOST = re.compile(rf"[\x00-\x20\x7f/{_SURROGATES}]")
+# A host ends up inside a URL: brackets, "@", "?" and "#" would make it another host (or
+# none: "[x]" crashed the probe's URL parser), so they are refused with the rest.
+_BAD_HOST = re.compile(rf"[\x00-\x20\x7f/\[\]@?#{_SURROGATES}]")
 _BAD_PATH = re.compile(f"[\x00-\x1f\x7f{_SURROGATES}]")
 
 
