@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from probes.result import Outcome, ProbeResult, sanitize
 from probes.spec import ExecSpec
@@ -275,8 +276,16 @@ def _is_subreaper() -> bool:
 
     flag = ctypes.c_int(0)
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0)
+        _libc().prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0)
     except (OSError, AttributeError):
         return False
     return flag.value != 0
+
+
+@functools.cache
+def _libc() -> Any:
+    # Loading libc costs 5-10% of an exec attempt; the subreaper flag itself can change, so
+    # only the handle is kept.
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
