@@ -1,12 +1,12 @@
 """One module per probe type, one shape for all of them.
 
 Each probe runs exactly one attempt and returns a `ProbeResult`; it never raises
-for anything a target does. It knows nothing of scheduling or thresholds: that
-lives in `sidecar.scheduler`.
+for anything a target does (its caller still guards against bugs: `sidecar.runtime.attempt`).
+It knows nothing of scheduling or thresholds: that lives in `sidecar.runtime`.
+A probe holds nothing between attempts, so there is nothing to close.
 
     probe = build_probe(TcpSocketSpec(port=8080))
     result = await probe.attempt(timeout=1.0)
-    await probe.close()
 """
 
 from __future__ import annotations
@@ -22,11 +22,7 @@ class Probe(Protocol):
     def spec(self) -> HandlerSpec: ...
 
     async def attempt(self, timeout: float) -> ProbeResult:
-        """Run one attempt bounded by `timeout` seconds. Never raises."""
-        ...
-
-    async def close(self) -> None:
-        """Release anything held between attempts (sessions, channels)."""
+        """Run one attempt bounded by `timeout` seconds. Never raises for what a target does."""
         ...
 
 

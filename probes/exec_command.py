@@ -2,7 +2,6 @@
 
     probe = ExecProbe(ExecSpec(command=("pg_isready", "-q")))
     result = await probe.attempt(timeout=1.0)  # SUCCESS on exit 0
-    await probe.close()
 
 The command runs inside the sidecar's own container, without a shell. Whatever happens,
 the whole process group is SIGKILLed when the attempt ends, so nothing it started
@@ -21,7 +20,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from probes.result import Outcome, ProbeResult, sanitize
+from probes.result import Outcome, ProbeResult, sanitize, timed_out
 from probes.spec import ExecSpec
 
 # The kubelet keeps at most 10 KiB of probe output; we only ever show its first line.
@@ -55,9 +54,6 @@ class ExecProbe:
         outcome, message = await self._run(seconds=timeout)
         return ProbeResult(outcome, message, time.monotonic() - start)
 
-    async def close(self) -> None:
-        """Nothing to release: every attempt ends its own processes."""
-
     async def _run(self, seconds: float) -> tuple[Outcome, str]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
@@ -89,7 +85,7 @@ class ExecProbe:
                 async with asyncio.timeout_at(deadline):
                     returncode = await child.wait()
             except TimeoutError:
-                return Outcome.FAILURE, f"timeout after {seconds:g}s"
+                return Outcome.FAILURE, timed_out(seconds)
             finally:
                 # Also on success: a background grandchild must not outlive the attempt.
                 try:

@@ -2,7 +2,6 @@
 
     probe = GrpcHealthProbe(GrpcSpec(port=9090, service="api"))
     result = await probe.attempt(timeout=1.0)  # SUCCESS only when the server says SERVING
-    await probe.close()
 """
 
 from __future__ import annotations
@@ -13,8 +12,8 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from probes.result import Outcome, ProbeResult, sanitize
-from probes.spec import KUBE_PROBE_USER_AGENT, GrpcSpec
+from probes.result import Outcome, ProbeResult, sanitize, timed_out
+from probes.spec import KUBE_PROBE_USER_AGENT, GrpcSpec, join_host_port
 
 # A health answer is a few bytes; a hostile server must not make us buffer megabytes.
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -54,8 +53,7 @@ class GrpcHealthProbe:
 
     def __init__(self, spec: GrpcSpec) -> None:
         self.spec = spec
-        host = f"[{spec.host}]" if ":" in spec.host else spec.host
-        self._address = f"{host}:{spec.port}"
+        self._address = join_host_port(spec.host, spec.port)
 
     async def attempt(self, timeout: float) -> ProbeResult:
         start = time.monotonic()
@@ -65,11 +63,8 @@ class GrpcHealthProbe:
             async with asyncio.timeout(timeout):
                 outcome, message = await self._check(seconds=timeout)
         except TimeoutError:
-            outcome, message = Outcome.FAILURE, _timed_out(timeout)
+            outcome, message = Outcome.FAILURE, timed_out(timeout)
         return ProbeResult(outcome, message, time.monotonic() - start)
-
-    async def close(self) -> None:
-        """Nothing to release: every attempt closes its own channel."""
 
     async def _check(self, seconds: float) -> tuple[Outcome, str]:
         channel = grpc.aio.insecure_channel(self._address, options=CHANNEL_OPTIONS)
@@ -98,7 +93,7 @@ def _describe_error(error: grpc.aio.AioRpcError, service: str, timeout: float) -
     code = error.code()
     details = str(error.details() or "")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return _timed_out(timeout)
+        return timed_out(timeout)
     if code == grpc.StatusCode.UNIMPLEMENTED:
         return "grpc health service not implemented (UNIMPLEMENTED)"
     if code == grpc.StatusCode.NOT_FOUND:
@@ -114,7 +109,3 @@ def _unavailable_reason(details: str) -> str:
         if fragment in details:
             return reason
     return sanitize(details.rpartition(UNAVAILABLE_PREFIX)[2]) or "unavailable"
-
-
-def _timed_out(timeout: float) -> str:
-    return f"timeout after {timeout:g}s"

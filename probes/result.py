@@ -45,3 +45,8 @@ def sanitize(text: str, limit: int = 80) -> str:
     line = text.strip().splitlines()[0] if text.strip() else ""
     clean = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in line)
     return clean if len(clean) <= limit else clean[: limit - 3] + "..."
+
+
+def timed_out(seconds: float) -> str:
+    """The message of an attempt that ran out of time, the same for every probe type."""
+    return f"timeout after {seconds:g}s"

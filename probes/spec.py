@@ -1,6 +1,6 @@
 """Handler specs: what to probe, resolved and validated.
 
-The config loader in `sidecar/` produces these; a probe consumes one. Ports are
+The config loader (`sidecar.config`) produces these; a probe consumes one. Ports are
 always numbers here: named ports were resolved by the loader.
 """
 
@@ -14,6 +14,11 @@ KUBE_PROBE_VERSION = "1.37"
 KUBE_PROBE_USER_AGENT = f"kube-probe/{KUBE_PROBE_VERSION}"
 
 DEFAULT_HOST = "127.0.0.1"  # pod containers share one network namespace
+
+
+def join_host_port(host: str, port: int | str) -> str:
+    """host:port, with an IPv6 literal in brackets (Go's net.JoinHostPort): the one place for it."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,9 +36,8 @@ class HttpGetSpec:
 
     @property
     def target(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
         path = self.path if self.path.startswith("/") else "/" + self.path
-        return f"{self.scheme}://{host}:{self.port}{path}"
+        return f"{self.scheme}://{join_host_port(self.host, self.port)}{path}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +51,7 @@ class TcpSocketSpec:
 
     @property
     def target(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"tcp://{host}:{self.port}"
+        return f"tcp://{join_host_port(self.host, self.port)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +66,8 @@ class GrpcSpec:
 
     @property
     def target(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
         suffix = f"/{self.service}" if self.service else ""
-        return f"grpc://{host}:{self.port}{suffix}"
+        return f"grpc://{join_host_port(self.host, self.port)}{suffix}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,48 +1,55 @@
 """Wiring: config -> probes -> schedulers -> state -> servers. The one place it happens.
 
+Everything here takes plain, typed parameters (a SidecarConfig, RunSettings); the CLI
+turns flags into those and owns signals and stdout.
+
     sidecar = Sidecar(config, settings)
     ports = await sidecar.start()
-    await sidecar.wait_terminated()   # SIGTERM -> drain -> return
+    sidecar.drainer.begin()            # on SIGTERM
+    await sidecar.wait_terminated()    # the drain is over
     await sidecar.stop()
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
+import json
 import logging
-import os
-import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from probes import build_probe
-from sidecar import __version__
-from sidecar.drain import Drainer
+from probes.spec import join_host_port
+from sidecar.contract import LOGGER_NAME
 from sidecar.errors import ConfigError
-from sidecar.http_server import HealthHttpServer
-from sidecar.logs import TransitionLogger, setup_logging
-from sidecar.scheduler import AggressivePolicy, ContainerScheduler
-from sidecar.settings import RunSettings
-from sidecar.spec import SidecarConfig
-from sidecar.state import AggregateState, Clock
-
-# grpc's fork handlers print warnings when exec probes spawn children; exec
-# probes exec() right away, so the handlers buy nothing.
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
-
-# auto: uvloop if importable. An env var, not a RunSettings flag: it picks the runtime,
-# not the sidecar's behaviour, and exists so benchmarks can compare both loops.
-LOOP_ENV = "READINESS_SIDECAR_LOOP"
-LOOP_CHOICES = ("auto", "uvloop", "asyncio")
+from sidecar.model import SidecarConfig
+from sidecar.runtime.attempt import GuardedProbe, LivenessChecks
+from sidecar.runtime.drain import Drainer
+from sidecar.runtime.scheduler import ContainerScheduler
+from sidecar.runtime.settings import RunSettings, flag_name
+from sidecar.runtime.state import AggregateState, Clock, StateObserver
+from sidecar.serve.health_http import HealthHttpServer
+from sidecar.serve.logs import TransitionLogger
 
 
 @dataclass(frozen=True, slots=True)
 class BoundPorts:
+    """The ports `run` listens on (what port 0 became); None for a server that is off."""
+
     health: int
     grpc: int | None
     metrics: int | None
+
+    def to_json(self) -> str:
+        """One line, as `run --ports-file` writes it: {"health": 8550, "grpc": 8551, "metrics": null}."""
+        return json.dumps(asdict(self))
+
+    def describe(self, bind: str) -> str:
+        def one(port: int | None) -> str:
+            return join_host_port(bind, port) if port is not None else "off"
+
+        return f"health={one(self.health)} grpc={one(self.grpc)} metrics={one(self.metrics)}"
 
 
 class Sidecar:
@@ -57,56 +64,43 @@ class Sidecar:
     ) -> None:
         self.config = config
         self.settings = settings
-        self.logger = logger or logging.getLogger("readiness_sidecar")
+        self.logger = logger or logging.getLogger(LOGGER_NAME)
         self.clock = clock or Clock()
         self.state = AggregateState(config.containers, clock=self.clock)
-        self.state.observers.append(TransitionLogger(self.logger, self.clock))
+        observers: list[StateObserver] = [TransitionLogger(self.logger, self.clock)]
+        self._metrics = None
+        if settings.metrics_port is not None:
+            # Imported only when on: prometheus_client is the slowest import of `run`.
+            from prometheus_client import CollectorRegistry
+
+            from sidecar.serve.metrics import MetricsServer, ReadinessMetrics
+
+            metrics = ReadinessMetrics(self.state, registry or CollectorRegistry())  # type: ignore[arg-type]
+            observers.append(metrics)
+            self._metrics = MetricsServer(metrics)
+        self.state.observe(*observers)  # the one place observers are registered
         self.drainer = Drainer(self.state, settings.drain_seconds)
-        self.policy = AggressivePolicy(
-            interval=settings.aggressive_interval,
-            timeout=settings.aggressive_timeout,
-            window=settings.aggressive_window,
-            max_interval=settings.aggressive_max_interval,
-            steady_period=settings.steady_period,
-        )
-        self.http = HealthHttpServer(self.state, self.drainer, self.dead_schedulers)
-        self._grpc: object | None = None
-        self._metrics: object | None = None
-        self._registry = registry
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.http = HealthHttpServer(self.state, self.drainer, LivenessChecks(config.containers, self.logger))
+        self._grpc = None
+        if settings.grpc_port is not None:
+            from sidecar.serve.health_grpc import GrpcHealthServer
 
-    def dead_schedulers(self) -> list[str]:
-        """Schedulers that ended: they never should while the sidecar runs."""
-        return [name for name, task in self._tasks.items() if task.done()]
-
-    def _scheduler_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            self.logger.error("scheduler %s died: %r", task.get_name(), task.exception())
+            self._grpc = GrpcHealthServer(self.state)
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> BoundPorts:
         s = self.settings
         health = await self.http.start(s.bind, s.health_port)
-        grpc_port = None
-        if s.grpc_port is not None:
-            from sidecar.grpc_server import GrpcHealthServer
-
-            grpc_server = GrpcHealthServer(self.state)
-            self._grpc = grpc_server
-            grpc_port = await grpc_server.start(s.bind, s.grpc_port)
-        metrics_port = None
-        if s.metrics_port is not None:
-            from sidecar.metrics import MetricsServer
-
-            metrics_server = MetricsServer(self.state, registry=self._registry)  # type: ignore[arg-type]
-            self._metrics = metrics_server
-            metrics_port = await metrics_server.start(s.bind, s.metrics_port)
+        grpc_port = await self._grpc.start(s.bind, s.grpc_port) if self._grpc and s.grpc_port is not None else None
+        metrics_port = (
+            await self._metrics.start(s.bind, s.metrics_port) if self._metrics and s.metrics_port is not None else None
+        )
         for spec in self.config.containers:
             if spec.handler is None:
                 continue
-            scheduler = ContainerScheduler(self.state, spec.name, build_probe(spec.handler), self.policy)
-            task = asyncio.create_task(scheduler.run(), name=spec.name)
-            task.add_done_callback(self._scheduler_done)
-            self._tasks[spec.name] = task
+            probe = GuardedProbe(build_probe(spec.handler), spec.name, self.logger)
+            scheduler = ContainerScheduler(self.state, spec, probe, s.aggressive, self.logger)
+            self._tasks.append(asyncio.create_task(scheduler.run(), name=spec.name))
         return BoundPorts(health, grpc_port, metrics_port)
 
     async def wait_terminated(self) -> None:
@@ -115,71 +109,20 @@ class Sidecar:
 
     async def stop(self) -> None:
         self.drainer.cancel_timer()
-        for task in self._tasks.values():
+        for task in self._tasks:
             task.cancel()
-        for task in self._tasks.values():
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.http.stop()
         if self._grpc is not None:
-            await self._grpc.stop()  # type: ignore[attr-defined]
+            await self._grpc.stop()
         if self._metrics is not None:
-            await self._metrics.stop()  # type: ignore[attr-defined]
+            await self._metrics.stop()
 
 
-def _describe(ports: BoundPorts, bind: str) -> str:
-    def one(port: int | None) -> str:
-        return f"{bind}:{port}" if port is not None else "off"
-
-    return f"health={one(ports.health)} grpc={one(ports.grpc)} metrics={one(ports.metrics)}"
-
-
-async def _serve(args: argparse.Namespace, settings: RunSettings, logger: logging.Logger) -> int:
-    demo = None
-    if args.demo:
-        from sidecar.demo import start_demo
-
-        demo = await start_demo()
-        config = demo.config
-    else:
-        from sidecar.config import load_config
-
-        config = load_config(probe_flags=args.probe, config_file=args.config)
-    for warning in config.warnings:
-        logger.warning("%s", warning)
-    sidecar = Sidecar(config, settings, logger=logger)
-    loop = asyncio.get_running_loop()
-    try:
-        ports = await sidecar.start()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, sidecar.drainer.begin)
-        names = ",".join(c.name for c in config.containers) or "-"
-        logger.info(
-            "readiness-sidecar %s listening %s containers=%s sources=%s drain=%ss",
-            __version__, _describe(ports, settings.bind), names,
-            "; ".join(config.sources) or "-", settings.drain_seconds,
-        )
-        if demo is not None:
-            host = "127.0.0.1" if settings.bind in ("0.0.0.0", "::") else settings.bind
-            logger.info("demo: open http://%s:%d/status (or /ready, /ready?wait=5s); "
-                        "Ctrl-C to stop", host, ports.health)
-        await sidecar.wait_terminated()
-        logger.info("drain complete, exiting")
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        await sidecar.stop()
-        if demo is not None:
-            await demo.close()
-    return 0
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when installed (the `uvloop` extra), unless READINESS_SIDECAR_LOOP says otherwise;
-    benchmarks/ sets it to compare both loops in one run."""
-    choice = os.environ.get(LOOP_ENV, "auto").strip().lower() or "auto"
-    if choice not in LOOP_CHOICES:
-        raise ConfigError(LOOP_ENV, problem=f"{choice!r} must be one of {', '.join(LOOP_CHOICES)}")
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The loop for RunSettings.loop: uvloop when installed (the `uvloop` extra) unless "asyncio"."""
     if choice == "asyncio":
         return None
     try:
@@ -187,14 +130,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:
         if choice == "uvloop":
             problem = "uvloop is not installed (pip install 'readiness-sidecar[uvloop]')"
-            raise ConfigError(LOOP_ENV, problem=problem) from None
+            raise ConfigError(flag_name("loop"), problem=problem) from None
         return None
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     return factory
-
-
-def run_sidecar(args: argparse.Namespace, settings: RunSettings) -> int:
-    logger = setup_logging(settings.log_format)
-    loop_factory = _loop_factory()
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_serve(args, settings, logger))

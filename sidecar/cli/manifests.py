@@ -1,0 +1,55 @@
+"""`readiness-sidecar inject` and `lint`: manifests in (a file or stdin), findings and manifests out.
+
+Nothing reaches stdout until the whole input is processed, so a mistake never leaves
+half a manifest behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from sidecar.cli.parser import inject_options
+from sidecar.config.documents import dump_documents, read_manifest
+from sidecar.k8s.inject import inject_documents
+from sidecar.k8s.lint import lint_documents
+
+
+def inject_command(args: argparse.Namespace) -> int:
+    """Read, lint (refuse on errors unless --force), inject, then write all at once."""
+    options = inject_options(args)
+    manifest = read_manifest(args.filename, sys.stdin.buffer)
+    findings = lint_documents(manifest.docs, manifest.source, exec_probes=options.exec_probes)
+    for finding in findings:
+        print(finding, file=sys.stderr)
+    errors = sum(finding.is_error for finding in findings)
+    if errors and not args.force:
+        print(f"inject: refusing: {errors} lint error(s) above; --force injects anyway", file=sys.stderr)
+        return 1
+    injected, warnings = inject_documents(manifest.docs, manifest.source, options)
+    # Only now, with every document injected, does anything reach stdout.
+    text = dump_documents(injected, as_json=manifest.is_json)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    sys.stdout.write(text)
+    return 0
+
+
+def lint_command(args: argparse.Namespace) -> int:
+    manifest = read_manifest(args.filename, sys.stdin.buffer)
+    findings = lint_documents(manifest.docs, manifest.source, exec_probes=args.exec_probes)
+    errors = sum(finding.is_error for finding in findings)
+    if args.format == "json":
+        doc = {
+            "findings": [finding.to_json() for finding in findings],
+            "errors": errors,
+            "warnings": len(findings) - errors,
+        }
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+    else:
+        for finding in findings:
+            print(finding)
+        if findings:
+            print(f"{errors} error(s), {len(findings) - errors} warning(s)", file=sys.stderr)
+    return 1 if errors else 0

@@ -1,0 +1,133 @@
+"""The argument parser of every command, and the typed values built from its flags.
+
+    args = build_parser().parse_args(["inject", "-f", "deploy.yaml"])
+    inject_options(args)  # InjectOptions(image="readiness-sidecar:0.1.0", ...)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from sidecar import __version__
+from sidecar.contract import CONFIG_FILE_ENV, DEFAULT_DRAIN_SECONDS, WEBHOOK_PORT
+from sidecar.k8s.options import DEFAULT_IMAGE, EXEC_PROBE_MODES, InjectOptions
+
+EXIT_CONFIG_ERROR = 2
+DESCRIPTION = (
+    "One aggregated readiness answer for every container in a pod: runs every container's "
+    "readiness probe in parallel and serves the result to the kubelet, load balancers and meshes."
+)
+
+# One line of --help per `run` setting; the flag and env var names come from RunSettings.
+RUN_SETTING_HELP = {
+    "health_port": "HTTP health port: /ready, /status, /healthz, /wait-for-drain (default 8550; 0 = free port)",
+    "grpc_port": "gRPC health port (default 8551; 'off' disables it)",
+    "metrics_port": "Prometheus /metrics port (default 8552; 'off' disables it)",
+    "bind": "address to listen on (default 0.0.0.0)",
+    "drain_seconds": f"after SIGTERM, answer not-ready for this long, then exit (default {DEFAULT_DRAIN_SECONDS:g}s)",
+    "aggressive_interval": "probe interval while not ready in aggressive mode (default 5ms)",
+    "aggressive_timeout": "cap on one attempt's timeout while not ready (default 100ms)",
+    "aggressive_window": "how long to probe at the aggressive interval before widening (default 10s)",
+    "aggressive_max_interval": "the widest interval a slow starter is probed at (default 100ms)",
+    "steady_period": "probe period once ready, in aggressive mode (default 1s)",
+    "log_format": "text or json (default text)",
+    "loop": "event loop: auto (uvloop if installed), uvloop or asyncio (default auto)",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: {message}\n")
+        raise SystemExit(EXIT_CONFIG_ERROR)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="readiness-sidecar", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"readiness-sidecar {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    check = commands.add_parser("check", help="run every probe once, in parallel, and print a table")
+    _add_config_sources(check)
+    check.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    check.add_argument("--all-containers", action="store_true",
+                       help="also report containers marked not required")
+
+    run = commands.add_parser("run", help="run the sidecar: schedulers, health, gRPC and metrics servers")
+    _add_config_sources(run)
+    _add_run_settings(run)
+    run.add_argument("--ports-file", metavar="PATH", default=None,
+                     help='once listening, write the bound ports as one JSON line to PATH ("-" for stdout): '
+                     '{"health": 8550, "grpc": 8551, "metrics": null}')
+    run.add_argument("--demo", action="store_true",
+                     help="start built-in demo targets of every probe type and watch them")
+
+    inject = commands.add_parser("inject", help="add the sidecar to manifests (writes to stdout)")
+    _add_manifest_input(inject)
+    _add_injection_options(inject)
+    inject.add_argument("--force", action="store_true", help="inject even if lint finds errors")
+
+    lint = commands.add_parser("lint", help="report probe problems in manifests; exit 1 on errors")
+    _add_manifest_input(lint)
+    lint.add_argument("--format", choices=("text", "json"), default="text")
+    _add_exec_probes(lint, "lint as if inject ran with this --exec-probes")
+
+    webhook = commands.add_parser("webhook", help="serve the mutating admission webhook over TLS")
+    _add_injection_options(webhook)
+    webhook.add_argument("--bind", default="0.0.0.0")
+    webhook.add_argument("--port", type=int, default=WEBHOOK_PORT)
+    webhook.add_argument("--cert", required=True, help="TLS certificate file (reloaded when it changes)")
+    webhook.add_argument("--key", required=True, help="TLS key file (reloaded when it changes)")
+    return parser
+
+
+def _add_config_sources(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--probe", action="append", default=[], metavar="NAME=SPEC",
+        help="a probe: http://host:port/path, https://..., tcp://host:port, grpc://host:port[/service] "
+        "or exec:COMMAND; options after ';' (timeout=2s;period=0;failure=3;success=1;delay=0). Repeatable.",
+    )
+    parser.add_argument(
+        "-f", "--config", metavar="FILE", default=os.environ.get(CONFIG_FILE_ENV) or None,
+        help=f"containers file or manifest with a pod template (env {CONFIG_FILE_ENV})",
+    )
+
+
+def _add_run_settings(parser: argparse.ArgumentParser) -> None:
+    from sidecar.runtime.settings import RunSettings, env_name, flag_name
+
+    for setting in RunSettings.fields():
+        parser.add_argument(
+            flag_name(setting), dest=setting, default=None, metavar="VALUE",
+            help=f"{RUN_SETTING_HELP[setting]} [env {env_name(setting)}]",
+        )
+
+
+def _add_manifest_input(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--filename", default="-", metavar="FILE", help="manifest file, or - for stdin")
+
+
+def _add_exec_probes(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--exec-probes", choices=EXEC_PROBE_MODES, default="kubelet", help=help_text)
+
+
+def _add_injection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image", default=None, help="the sidecar image to inject")
+    _add_exec_probes(parser, "leave exec probes with the kubelet (default) or move them into the sidecar")
+    parser.add_argument("--native-sidecar", action="store_true",
+                        help="inject as an init container with restartPolicy: Always (Kubernetes 1.29+)")
+    parser.add_argument("--rewrite-liveness", action="store_true",
+                        help="route httpGet/tcpSocket liveness probes through the sidecar's /live/<container>")
+
+
+def inject_options(args: argparse.Namespace) -> InjectOptions:
+    """The InjectOptions of `inject` and `webhook`, from their shared flags."""
+    return InjectOptions(
+        image=args.image or DEFAULT_IMAGE,
+        exec_probes=args.exec_probes,
+        native_sidecar=args.native_sidecar,
+        rewrite_liveness=args.rewrite_liveness,
+    )

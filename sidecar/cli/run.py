@@ -1,0 +1,113 @@
+"""`readiness-sidecar run`: the sidecar, until SIGTERM and the drain that follows.
+
+    readiness-sidecar run -f pod.yaml --ports-file -   # first stdout line: {"health": 8550, ...}
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from probes.spec import join_host_port
+from sidecar import __version__
+from sidecar.app import BoundPorts, Sidecar, event_loop_factory
+from sidecar.contract import READY_PATH, STATUS_PATH, WAIT_PARAM
+from sidecar.errors import ConfigError, one_line
+from sidecar.model import SidecarConfig
+from sidecar.runtime.settings import RunSettings, env_name, flag_name
+from sidecar.serve.logs import setup_logging
+from sidecar.signals import on_stop_signals
+
+STDOUT = "-"
+# The demo is stopped with Ctrl-C, not by a kubelet: no point draining for 30 s.
+DEMO_DRAIN_SECONDS = "1s"
+# Listening on a wildcard address is reached through loopback.
+_LOOPBACK_FOR = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
+def run_command(args: argparse.Namespace) -> int:
+    settings = run_settings(args)
+    logger = setup_logging(settings.log_format)
+    with asyncio.Runner(loop_factory=event_loop_factory(settings.loop)) as runner:
+        return runner.run(_serve(args, settings, logger))
+
+
+def run_settings(args: argparse.Namespace) -> RunSettings:
+    """Flags first, then READINESS_SIDECAR_<FLAG> env vars; validated once, naming where each came from."""
+    raw: dict[str, str | None] = {}
+    origin: dict[str, str] = {}
+    for setting in RunSettings.fields():
+        flag_value = getattr(args, setting)
+        if flag_value is not None:
+            raw[setting], origin[setting] = flag_value, flag_name(setting)
+        elif (env_value := os.environ.get(env_name(setting))) is not None:
+            raw[setting], origin[setting] = env_value, env_name(setting)
+    if args.demo and "drain_seconds" not in raw:
+        raw["drain_seconds"] = DEMO_DRAIN_SECONDS
+    return RunSettings.from_raw(raw, origin=origin)
+
+
+async def _serve(args: argparse.Namespace, settings: RunSettings, logger: logging.Logger) -> int:
+    demo = None
+    if args.demo:
+        from sidecar.demo.launcher import start_demo
+
+        demo = await start_demo()
+        config = demo.config
+    else:
+        from sidecar.config.loader import load_config
+
+        config = load_config(probe_flags=args.probe, config_file=args.config)
+    for warning in config.warnings:
+        logger.warning("%s", warning)
+    sidecar = Sidecar(config, settings, logger=logger)
+    try:
+        ports = await sidecar.start()
+        with on_stop_signals(sidecar.drainer.begin):
+            _announce(ports, config, settings, logger, demo=demo is not None)
+            if args.ports_file is not None:
+                _write_ports(args.ports_file, ports)
+            await sidecar.wait_terminated()
+        logger.info("drain complete, exiting")
+    finally:
+        await sidecar.stop()
+        if demo is not None:
+            await demo.close()
+    return 0
+
+
+def _announce(
+    ports: BoundPorts, config: SidecarConfig, settings: RunSettings, logger: logging.Logger, *, demo: bool
+) -> None:
+    names = ",".join(c.name for c in config.containers) or "-"
+    logger.info(
+        "readiness-sidecar %s listening %s containers=%s sources=%s drain=%ss",
+        __version__, ports.describe(settings.bind), names,
+        "; ".join(config.sources) or "-", settings.drain_seconds,
+    )
+    if demo:
+        host = _LOOPBACK_FOR.get(settings.bind, settings.bind)
+        logger.info("demo: open http://%s%s (or %s, %s?%s=5s); Ctrl-C to stop",
+                    join_host_port(host, ports.health), STATUS_PATH, READY_PATH, READY_PATH, WAIT_PARAM)
+
+
+def _write_ports(path: str, ports: BoundPorts) -> None:
+    """One JSON line: to stdout, or to a file that appears whole (written aside, then renamed)."""
+    line = ports.to_json() + "\n"
+    if path == STDOUT:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        return
+    target = Path(path)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        partial.write_text(line)
+        partial.replace(target)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        problem = f"cannot write: {exc.strerror or one_line(str(exc))}"
+        raise ConfigError(f"--ports-file {path}", problem=problem) from None

@@ -1,0 +1,140 @@
+"""Manifests as text: multi-document YAML or JSON in (a file, stdin, an env var), and back out.
+
+Shared by config loading, `inject` and `lint`. Whether a text is JSON is decided once,
+here, so `inject` writes JSON back exactly when it read JSON.
+
+    manifest = read_manifest("deploy.yaml", sys.stdin.buffer)
+    text = dump_documents(manifest.docs, as_json=manifest.is_json)
+    docs = load_documents(os.environ["READINESS_SIDECAR_CONFIG"], "READINESS_SIDECAR_CONFIG")
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sidecar.errors import ConfigError, one_line, quote
+
+STDIN = "-"
+STDIN_SOURCE = "<stdin>"
+# Long lines stay whole: a folded READINESS_SIDECAR_CONFIG value is valid YAML but
+# unreadable, and diffs of it are worse.
+YAML_WIDTH = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    source: str  # for messages: the file name, or <stdin>
+    docs: list[Any]
+    is_json: bool  # write the output back as JSON
+
+
+def read_manifest(filename: str, stdin: BinaryIO) -> Manifest:
+    """Every document of the file (or of stdin for "-"); ConfigError naming the source if unreadable."""
+    if filename == STDIN:
+        source = STDIN_SOURCE
+        try:
+            data = stdin.read()
+        except OSError as err:
+            raise ConfigError(source, "", "", f"cannot read: {err.strerror or one_line(str(err))}") from None
+    else:
+        source = filename if filename.isprintable() and filename else quote(filename)
+        try:
+            data = Path(filename).read_bytes()
+        except OSError as err:
+            raise ConfigError(source, "", "", f"cannot read: {err.strerror or one_line(str(err))}") from None
+        except ValueError:  # a NUL in the path
+            raise ConfigError(source, "", "", "cannot read: invalid file name") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(source, "", "", f"cannot read: not UTF-8 text (byte {err.start})") from None
+    docs, is_json = _load(text, source)
+    return Manifest(source, docs, is_json)
+
+
+def dump_documents(docs: list[Any], *, as_json: bool) -> str:
+    if as_json:
+        return "".join(json.dumps(doc, indent=2, ensure_ascii=False) + "\n" for doc in docs)
+    if not docs:
+        return ""
+    import yaml  # only writers pay for it: `check --probe` never loads yaml
+
+    return yaml.safe_dump_all(docs, sort_keys=False, allow_unicode=True, width=YAML_WIDTH)
+
+
+# libyaml (about 6x faster here, and `check` must start fast) composes nested
+# nodes by recursing in C: tens of thousands of levels crash the process instead
+# of raising. Every level of nesting costs at least one of these characters, so
+# text with few of them is provably shallow; other text goes to the pure-Python
+# loader, which raises RecursionError instead.
+_NESTING_CHARS = "[{-?:"
+C_LOADER_MAX_NESTING_CHARS = 5000
+# The pure-Python scanner reads ahead through every unclosed `[`/`{` at about 65 us
+# each before the composer gives up, so deep flow nesting is refused up front.
+# Real manifests nest a dozen levels; brackets inside quoted strings only make
+# the estimate err high, and by hundreds only for a pathological text.
+MAX_FLOW_NESTING = 500
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def load_documents(text: str, source: str) -> list[Any]:
+    """Every non-empty document in `text` (JSON, YAML or flow-style YAML)."""
+    return _load(text, source)[0]
+
+
+def _load(text: str, source: str) -> tuple[list[Any], bool]:
+    """(the documents, whether `text` was JSON): JSON is what parses as JSON."""
+    stripped = text.lstrip()
+    if stripped[:1] in ("{", "["):
+        # Real JSON parses as JSON: YAML 1.1 rejects some valid JSON (surrogate-pair
+        # escapes) and reads 1e5 as a string. Anything else falls through to YAML.
+        try:
+            doc = json.loads(stripped)
+        except (ValueError, RecursionError):
+            pass
+        else:
+            return ([] if doc is None else [doc]), True
+    return _load_yaml(text, source), False
+
+
+def _load_yaml(text: str, source: str) -> list[Any]:
+    import yaml  # here, so `--probe` and SERVING_READINESS_PROBE alone never pay for it
+
+    c_loader: type[yaml.SafeLoader] | None = getattr(yaml, "CSafeLoader", None)
+    loader = yaml.SafeLoader
+    if c_loader is not None and _nesting_bound(text) <= C_LOADER_MAX_NESTING_CHARS:
+        loader = c_loader
+    elif _flow_nesting_bound(text) > MAX_FLOW_NESTING:
+        raise ConfigError(source, "", "", "invalid YAML: nested too deeply")
+    try:
+        return [doc for doc in yaml.load_all(text, Loader=loader) if doc is not None]
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        problem = one_line(err.problem or err.context or "syntax error")
+        if mark is None:
+            raise ConfigError(source, "", "", f"invalid YAML: {problem}") from None
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        raise ConfigError(source, "", "", f"invalid YAML at {where}: {problem}") from None
+    except yaml.YAMLError as err:  # ReaderError: control characters and the like
+        raise ConfigError(source, "", "", f"invalid YAML: {one_line(str(err))}") from None
+    except (ValueError, OverflowError, UnicodeError) as err:
+        # Constructors raise these for a timestamp like 2020-13-45 or a 5000-digit int.
+        raise ConfigError(source, "", "", f"invalid YAML: {one_line(str(err))}") from None
+    except RecursionError:
+        raise ConfigError(source, "", "", "invalid YAML: nested too deeply") from None
+
+
+def _nesting_bound(text: str) -> int:
+    return sum(text.count(char) for char in _NESTING_CHARS)
+
+
+def _flow_nesting_bound(text: str) -> int:
+    depth = deepest = 0
+    for bracket in _BRACKETS.finditer(text):
+        depth = depth + 1 if bracket[0] in "[{" else max(depth - 1, 0)
+        deepest = max(deepest, depth)
+    return deepest

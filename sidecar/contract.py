@@ -1,0 +1,57 @@
+"""What the sidecar and the pods it is injected into agree on: one name for each.
+
+The health server registers these routes and `inject` writes them into pod specs;
+both import them from here (as Knative's pkg/queue/constants.go), and a test checks
+that every path inject writes is one the server serves.
+
+    f"http://127.0.0.1:{HEALTH_PORT}{READY_PATH}?{WAIT_PARAM}=900ms"
+    LIVE_PATH.format(container="app")  # "/live/app"
+"""
+
+from __future__ import annotations
+
+# The container inject adds, and how every message names the product.
+SIDECAR_NAME = "readiness-sidecar"
+# The Python logger every part logs to; `setup_logging` gives it its one handler.
+LOGGER_NAME = "readiness_sidecar"
+
+# Ports clear of Knative queue-proxy (8012, 8013, 8022, 8112, 9090, 9091) and Istio
+# (15000-15090): all of them share the pod's network namespace.
+HEALTH_PORT = 8550
+GRPC_PORT = 8551
+METRICS_PORT = 8552
+# The webhook's HTTPS port: the usual one for admission webhooks in their own Deployment.
+WEBHOOK_PORT = 8443
+# Port names are IANA_SVC_NAMEs: at most 15 characters, unique in the pod.
+HEALTH_PORT_NAME = "rs-health"
+GRPC_PORT_NAME = "rs-grpc"
+METRICS_PORT_NAME = "rs-metrics"
+
+# Routes of the health port. {container} is a container name (a DNS-1123 label).
+READY_PATH = "/ready"  # the aggregate: 200 ready, 503 not ready (kubelet, load balancers)
+READY_CONTAINER_PATH = "/ready/{container}"  # one container's readiness
+WAIT_PARAM = "wait"  # ?wait=DURATION on either: long-poll until ready or the duration ends
+HEALTHZ_PATH = "/healthz"  # the sidecar's own liveness: every scheduler still runs
+STATUS_PATH = "/status"  # everything known, for people and tools
+DRAIN_PATH = "/wait-for-drain"  # the preStop hook inject gives user containers
+LIVE_PATH = "/live/{container}"  # a liveness check inject --rewrite-liveness routes through us
+# Route of the metrics port.
+METRICS_PATH = "/metrics"
+# Routes of the webhook port.
+MUTATE_PATH = "/mutate"
+
+# Env vars. Every `run` setting also reads ENV_PREFIX + its flag name (--drain-seconds:
+# READINESS_SIDECAR_DRAIN_SECONDS).
+ENV_PREFIX = "READINESS_SIDECAR_"
+CONFIG_ENV = "READINESS_SIDECAR_CONFIG"  # the containers file's text: what inject writes
+CONFIG_FILE_ENV = "READINESS_SIDECAR_CONFIG_FILE"  # -f; READINESS_SIDECAR_CONFIG holds the config itself
+KNATIVE_PROBE_ENV = "SERVING_READINESS_PROBE"  # Knative queue-proxy's own, read unchanged
+
+# Pod annotations.
+NOT_REQUIRED_ANNOTATION = "readiness-sidecar.io/not-required"  # containers reported but never gating
+INJECT_ANNOTATION = "readiness-sidecar.io/inject"  # "false" opts a pod out of the webhook
+STATUS_ANNOTATION = "readiness-sidecar.io/status"  # set by inject; what it says:
+STATUS_INJECTED = "injected"
+
+# Knative's fixed drain, here configurable (--drain-seconds); inject sizes the pod's grace period by it.
+DEFAULT_DRAIN_SECONDS = 30.0

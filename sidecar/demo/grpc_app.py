@@ -1,0 +1,79 @@
+"""A gRPC app whose health flips SERVING <-> NOT_SERVING every --flip-every seconds.
+
+    python -m sidecar.demo.grpc_app --port 8081 --flip-every 15
+    grpc_health_probe -addr localhost:8081    # SERVING, 15 s later NOT_SERVING, ...
+
+It starts SERVING. The overall service "" is the one that flips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from sidecar.demo.lifecycle import (
+    announce_port,
+    demo_parser,
+    log,
+    positive_seconds,
+    run_app,
+    wait_for_stop,
+)
+
+APP = "grpc_app"
+DEFAULT_PORT = 8081
+DEFAULT_FLIP_EVERY = 15.0
+SERVICE = ""  # the whole server, which is what a kubelet grpc probe asks by default
+
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def flip_forever(servicer: health.aio.HealthServicer, every: float) -> None:
+    serving = True
+    while True:
+        await asyncio.sleep(every)
+        serving = not serving
+        await servicer.set(SERVICE, _SERVING if serving else _NOT_SERVING)
+        log(APP, "now " + ("SERVING" if serving else "NOT_SERVING"))
+
+
+def _listen_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def serve(host: str, port: int, flip_every: float, exit_on_stdin_close: bool) -> None:
+    # grpc turns SO_REUSEPORT on by default; off, a second copy on a taken port fails
+    # loudly instead of silently sharing it.
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    try:
+        bound_port = server.add_insecure_port(_listen_address(host, port))
+    except RuntimeError:
+        raise OSError(f"cannot listen on {_listen_address(host, port)}") from None
+    await servicer.set(SERVICE, _SERVING)
+    await server.start()
+    announce_port(bound_port)
+    log(APP, f"listening on {host}:{bound_port}; SERVING, flipping every {flip_every:g}s")
+    flipper = asyncio.create_task(flip_forever(servicer, flip_every))
+    try:
+        await wait_for_stop(exit_on_stdin_close)
+    finally:
+        flipper.cancel()
+        await server.stop(grace=None)
+
+
+def main() -> None:
+    parser = demo_parser(__doc__.splitlines()[0] if __doc__ else APP, default_port=DEFAULT_PORT)
+    parser.add_argument("--flip-every", type=positive_seconds, default=DEFAULT_FLIP_EVERY,
+                        metavar="SECONDS",
+                        help=f"seconds between health flips, > 0 (default {DEFAULT_FLIP_EVERY:g})")
+    args = parser.parse_args()
+    run_app(APP, serve(args.host, args.port, args.flip_every, args.exit_on_stdin_close))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""AdmissionReview v1 in, AdmissionReview v1 out: what the webhook answers, with no I/O.
+
+The answer is always `allowed: true`. The webhook only adds a sidecar; refusing a pod because of our own
+problem (a bad probe, a malformed review, a bug) would block deployments, so every error becomes a warning
+that `kubectl` shows and the pod is admitted unchanged.
+
+    reply = review_reply(body, InjectOptions())
+    reply.review["response"]["patch"]   # base64 JSON Patch, present only when the pod changes
+    reply.summary                       # one log line: 'uid=... pod=ns/web-*: injected (3 patch ops)'
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sidecar.contract import INJECT_ANNOTATION, SIDECAR_NAME
+from sidecar.errors import ConfigError, one_line, quote
+from sidecar.k8s.inject import InjectOptions, inject_object
+from sidecar.k8s.json_patch import json_patch
+
+API_VERSION = "admission.k8s.io/v1"
+WARNING_PREFIX = f"{SIDECAR_NAME}: "
+# The API server may truncate warnings over 256 characters and drop some of a long list.
+MAX_WARNING_CHARS = 256
+MAX_WARNINGS = 10
+SOURCE = "admission"  # how inject's messages name the input: there is no file
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    review: dict[str, Any]  # the AdmissionReview to send back
+    summary: str  # one log line about this review
+
+
+class _Skip(Exception):
+    """The pod is admitted untouched; `warning` (if any) tells the user why."""
+
+    def __init__(self, reason: str, warning: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.warning = warning
+
+
+def review_reply(body: bytes, options: InjectOptions) -> Reply:
+    """The AdmissionReview answering `body`. Never raises (except CancelledError, which is not an Exception)."""
+    uid, pod_name = "", "?"
+    try:
+        request = _parse(body)["request"]
+        uid = request["uid"]
+        pod = _pod(request)
+        pod_name = _pod_name(request, pod)
+        _refuse_opted_out(pod)
+        patch, warnings = _patch_for(pod, options)
+    except _Skip as skip:
+        outcome = f"{skip.reason}: {skip.warning}" if skip.warning else skip.reason
+        warnings, patch = [skip.warning] if skip.warning else [], []
+    except ConfigError as exc:
+        outcome, warnings, patch = f"not injected: {exc}", [f"not injected: {exc}"], []
+    except Exception as exc:  # a bug must not block pod creation: admit, warn, and log it
+        outcome = f"not injected: internal error: {type(exc).__name__}: {exc}"
+        warnings, patch = [outcome], []
+    else:
+        outcome = f"injected ({len(patch)} patch ops)" if patch else "unchanged (already injected or nothing to do)"
+    return _reply(uid, f"uid={uid or '?'} pod={pod_name}: {outcome}", warnings, patch)
+
+
+def _parse(body: bytes) -> dict[str, Any]:
+    try:
+        review = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise _Skip("malformed review", f"request body is not JSON: {one_line(str(exc))}") from None
+    if not isinstance(review, dict) or review.get("kind") != "AdmissionReview":
+        raise _Skip("malformed review", "request body is not an AdmissionReview")
+    if review.get("apiVersion") != API_VERSION:
+        got = quote(review.get("apiVersion"))
+        raise _Skip("malformed review", f"AdmissionReview apiVersion {got} is not {API_VERSION}")
+    request = review.get("request")
+    if not isinstance(request, dict):
+        raise _Skip("malformed review", "AdmissionReview has no request")
+    if not isinstance(request.get("uid"), str):
+        raise _Skip("malformed review", "AdmissionReview request has no uid")
+    return review
+
+
+def _pod(request: dict[str, Any]) -> dict[str, Any]:
+    """request.object if this review is a Pod CREATE; else _Skip."""
+    gvk = request.get("kind")
+    if not isinstance(gvk, dict) or gvk.get("group", "") != "" or gvk.get("kind") != "Pod":
+        shown = _gvk(gvk) if isinstance(gvk, dict) else quote(gvk)
+        raise _Skip("not injected", f"only Pods are injected, got {shown}: check the webhook's rules")
+    operation = request.get("operation")
+    if operation != "CREATE" or request.get("subResource"):
+        # Containers are immutable after CREATE; other operations are a rule mistake, not the user's.
+        raise _Skip(f"skipped {operation} {request.get('subResource') or ''}".rstrip())
+    pod = request.get("object")
+    if not isinstance(pod, dict):
+        raise _Skip("malformed review", "AdmissionReview request has no Pod object")
+    return pod
+
+
+def _refuse_opted_out(pod: dict[str, Any]) -> None:
+    opt = _mapping(_mapping(pod.get("metadata")).get("annotations")).get(INJECT_ANNOTATION)
+    if isinstance(opt, str) and opt.strip().lower() == "false":
+        raise _Skip(f"opted out ({INJECT_ANNOTATION}: {quote(opt)})")
+
+
+def _patch_for(pod: dict[str, Any], options: InjectOptions) -> tuple[list[dict[str, Any]], list[str]]:
+    # The API server usually sends the Pod with its type meta, but inject needs it to find the pod spec; diffing
+    # against the typed copy keeps the patch off apiVersion and kind either way.
+    typed = {**pod, "apiVersion": "v1", "kind": "Pod"}
+    injected, warnings = inject_object(typed, SOURCE, options)
+    return json_patch(typed, injected), warnings
+
+
+def _reply(uid: str, summary: str, warnings: list[str], patch: list[dict[str, Any]]) -> Reply:
+    response: dict[str, Any] = {"uid": uid, "allowed": True}
+    if patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(json.dumps(patch, separators=(",", ":")).encode()).decode("ascii")
+    if warnings:
+        response["warnings"] = _warnings(warnings)
+    return Reply({"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}, _printable(summary))
+
+
+def _warnings(warnings: list[str]) -> list[str]:
+    if len(warnings) > MAX_WARNINGS:
+        warnings = [*warnings[: MAX_WARNINGS - 1], f"and {len(warnings) - MAX_WARNINGS + 1} more warnings"]
+    out = []
+    for warning in warnings:
+        text = WARNING_PREFIX + _printable(warning)
+        out.append(text if len(text) <= MAX_WARNING_CHARS else text[: MAX_WARNING_CHARS - 3] + "...")
+    return out
+
+
+def _printable(text: str) -> str:
+    """One printable line: warnings and log lines are built from user input and end up in terminals."""
+    return "".join(ch if ch.isprintable() else "?" for ch in one_line(text))
+
+
+def _gvk(gvk: dict[str, Any]) -> str:
+    group, version, kind = (str(gvk.get(k, "")) for k in ("group", "version", "kind"))
+    return f"{group}/{version} {kind}" if group else f"{version} {kind}"
+
+
+def _pod_name(request: dict[str, Any], pod: dict[str, Any]) -> str:
+    # Pods of a ReplicaSet have no name yet at admission, only generateName.
+    metadata = _mapping(pod.get("metadata"))
+    name = metadata.get("name") or f"{metadata.get('generateName') or ''}*"
+    namespace = request.get("namespace") or metadata.get("namespace") or ""
+    return f"{namespace}/{name}"
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,266 @@
+"""`readiness-sidecar inject`: add the sidecar to every pod template of a manifest.
+
+Per pod template the containers' readiness probes move into the sidecar's
+READINESS_SIDECAR_CONFIG (what `sidecar.config` loads back, named ports resolved),
+and the pod's readiness becomes the sidecar's aggregated `/ready`. The webhook
+calls `inject_object` so admission and the CLI give the same result.
+
+    injected, warnings = inject_object(deployment, "web.yaml", InjectOptions())
+    inject_object(injected, "web.yaml", InjectOptions())[0] == injected  # idempotent
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from probes.spec import ExecSpec
+from sidecar.config.containers import containers_from_pod
+from sidecar.config.encode import compact_json, containers_document
+from sidecar.config.pod_template import PodSpecRef, WatchedContainer, find_pod_specs, watched_containers
+from sidecar.config.probe import convert_probe, pod_container_ports
+from sidecar.config.schema import HANDLER_KEYS, handler_keys
+from sidecar.contract import (
+    DEFAULT_DRAIN_SECONDS,
+    DRAIN_PATH,
+    HEALTH_PORT,
+    LIVE_PATH,
+    SIDECAR_NAME,
+    STATUS_ANNOTATION,
+    STATUS_INJECTED,
+)
+from sidecar.errors import ErrorContext, quote
+from sidecar.k8s.options import InjectOptions
+from sidecar.k8s.sidecar_container import sidecar_container
+from sidecar.k8s.sidecar_image import mount_holding, shared_mount
+from sidecar.model import ContainerSpec
+
+# The kubelet waits a little longer for /live than the sidecar's own attempt, so a
+# slow check comes back as a 503 with its reason instead of a bare kubelet timeout.
+LIVE_TIMEOUT_MARGIN_SECONDS = 1
+# The preStop hook blocks for the drain; the app then needs time to stop.
+MIN_GRACE_SECONDS = int(DEFAULT_DRAIN_SECONDS) + 10
+WORKLOADS_THAT_COMPLETE = frozenset({"Job", "CronJob"})
+# Liveness handlers the sidecar can run for an app that listens on localhost only.
+REWRITABLE_LIVENESS = ("httpGet", "tcpSocket")
+
+KUBELET_MANAGED = "exec probe left to the kubelet, and no port for the sidecar to check instead: kubelet-managed"
+NATIVE_IGNORED_FOR_KNATIVE = "--native-sidecar ignored: Knative takes no restartPolicy on containers"
+JOB_NEEDS_NATIVE = "a regular sidecar container keeps a Job's pods running; use --native-sidecar (Kubernetes 1.29+)"
+
+__all__ = [
+    "InjectOptions",
+    "inject_documents",
+    "inject_object",
+    "is_injected",
+    "sidecar_entry",
+]
+
+
+def inject_object(obj: Any, source: str, options: InjectOptions) -> tuple[Any, list[str]]:
+    """Return (a deep copy of obj with every pod template injected, warnings). Objects without a pod template come
+    back equal to the input. Already injected templates (a container named SIDECAR_NAME exists) are unchanged.
+    Raises ConfigError (one line) for input it cannot inject."""
+    result = copy.deepcopy(obj)
+    warnings: list[str] = []
+    for ref in find_pod_specs(result, source):
+        warnings.extend(_inject_template(ref, source, options))
+    return result, warnings
+
+
+def inject_documents(docs: Sequence[Any], source: str, options: InjectOptions) -> tuple[list[Any], list[str]]:
+    """inject_object over every document of a file, in order."""
+    injected: list[Any] = []
+    warnings: list[str] = []
+    for doc in docs:
+        result, doc_warnings = inject_object(doc, source, options)
+        injected.append(result)
+        warnings.extend(doc_warnings)
+    return injected, warnings
+
+
+def sidecar_entry(pod_spec: dict[str, Any]) -> dict[str, Any] | None:
+    """The container inject added (a container or init container named SIDECAR_NAME), if any."""
+    # Runs before the pod spec is validated (inject --force goes past lint errors): any shape.
+    for key in ("containers", "initContainers"):
+        entries = pod_spec.get(key)
+        for entry in entries if isinstance(entries, list) else ():
+            if isinstance(entry, dict) and entry.get("name") == SIDECAR_NAME:
+                return entry
+    return None
+
+
+def is_injected(pod_spec: dict[str, Any]) -> bool:
+    return sidecar_entry(pod_spec) is not None
+
+
+def _inject_template(ref: PodSpecRef, source: str, options: InjectOptions) -> list[str]:
+    pod_spec = ref.pod_spec
+    if is_injected(pod_spec):
+        return []
+    ctx = ErrorContext(source, ref.label)
+    keep_exec = options.exec_probes == "kubelet"
+    # The loader sees the pod as the sidecar will: an exec probe the kubelet keeps
+    # is invisible to it, so it falls back to a TCP check on the container's port.
+    view = replace(ref, pod_spec=_without_exec_readiness(pod_spec)) if keep_exec else ref
+    loaded = containers_from_pod(view, source)
+    watched = watched_containers(ref, ctx)
+    pairs = list(zip(loaded.containers, watched, strict=True))
+
+    warnings = []
+    for spec, container in pairs:
+        if spec.name not in loaded.warnings:
+            continue
+        if keep_exec and _exec_only(container.entry.get("readinessProbe")):
+            where = ctx.within(f"container {quote(spec.name)}")
+            warnings.append(where.message("readinessProbe", KUBELET_MANAGED))
+        else:
+            warnings.append(loaded.warnings[spec.name])
+    if not any(spec.observed for spec, _ in pairs):
+        warnings.append(ctx.message("", "no container has a readinessProbe or a port to watch; sidecar not injected"))
+        return warnings
+
+    if ref.knative:
+        _fix_knative_names(watched)
+    specs: list[ContainerSpec] = []
+    for spec, container in pairs:
+        entry = container.entry
+        probe = entry.get("readinessProbe")
+        if probe is not None and not (keep_exec and _exec_only(probe)):
+            del entry["readinessProbe"]
+        if container.in_containers and not ref.knative:
+            _add_drain_hook(entry)
+        if not spec.observed:
+            continue
+        if options.rewrite_liveness:
+            spec = _rewrite_liveness(ref, container, spec, ctx.within(f"container {quote(spec.name)}"))
+        specs.append(spec)
+
+    native = options.native_sidecar and not ref.knative
+    if options.native_sidecar and ref.knative:
+        warnings.append(ctx.message("", NATIVE_IGNORED_FOR_KNATIVE))
+    if not native and ref.kind in WORKLOADS_THAT_COMPLETE:
+        warnings.append(ctx.message("", JOB_NEEDS_NATIVE))
+    mounts = _exec_mounts(pairs) if not keep_exec else []
+    added = sidecar_container(
+        options.image,
+        compact_json(containers_document(specs)),
+        declare_ports=not ref.knative,
+        native=native,
+        volume_mounts=mounts,
+    )
+    if native:
+        pod_spec["initContainers"] = [added, *(pod_spec.get("initContainers") or [])]
+    else:
+        pod_spec["containers"].append(added)
+    if not ref.knative:
+        _cover_drain(pod_spec)
+    _mark_injected(ref)
+    return warnings
+
+
+def _exec_only(probe: Any) -> bool:
+    return handler_keys(probe) == ["exec"]
+
+
+def _without_exec_readiness(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """A shallow copy of the pod spec whose containers keep no exec-only readinessProbe."""
+    view = dict(pod_spec)
+    for key in ("containers", "initContainers"):
+        entries = pod_spec.get(key)
+        if isinstance(entries, list):
+            view[key] = [
+                {k: v for k, v in entry.items() if k != "readinessProbe"}
+                if isinstance(entry, dict) and _exec_only(entry.get("readinessProbe"))
+                else entry
+                for entry in entries
+            ]
+    return view
+
+
+def _fix_knative_names(watched: Sequence[WatchedContainer]) -> None:
+    """Name unnamed containers as the sidecar reports them.
+
+    Knative names an unnamed container `user-container` only while it is alone; with
+    the sidecar beside it, it would become `user-container-0`, and the sidecar's
+    /ready/<name> and metrics would name a container the pod does not have.
+    """
+    for container in watched:
+        entry = container.entry
+        if not entry.get("name"):
+            rest = [(k, v) for k, v in entry.items() if k != "name"]
+            entry.clear()
+            entry["name"] = container.name
+            entry.update(rest)
+
+
+def _add_drain_hook(entry: dict[str, Any]) -> None:
+    """preStop: wait for the sidecar's drain, unless the container has its own preStop."""
+    hook = {"httpGet": {"path": DRAIN_PATH, "port": HEALTH_PORT}}
+    lifecycle = entry.get("lifecycle")
+    if lifecycle is None:
+        entry["lifecycle"] = {"preStop": hook}
+    elif isinstance(lifecycle, dict) and lifecycle.get("preStop") is None:
+        lifecycle["preStop"] = hook
+
+
+def _cover_drain(pod_spec: dict[str, Any]) -> None:
+    grace = pod_spec.get("terminationGracePeriodSeconds")
+    too_short = isinstance(grace, int) and not isinstance(grace, bool) and grace < MIN_GRACE_SECONDS
+    if grace is None or too_short:  # absent means the API default, 30 s
+        pod_spec["terminationGracePeriodSeconds"] = MIN_GRACE_SECONDS
+
+
+def _rewrite_liveness(
+    ref: PodSpecRef, container: WatchedContainer, spec: ContainerSpec, ctx: ErrorContext
+) -> ContainerSpec:
+    """Point an httpGet/tcpSocket livenessProbe at the sidecar's /live/<name>; the sidecar runs the check."""
+    entry = container.entry
+    raw = entry.get("livenessProbe")
+    handlers = handler_keys(raw)
+    if not isinstance(raw, dict) or len(handlers) != 1 or handlers[0] not in REWRITABLE_LIVENESS:
+        return spec
+    ports = pod_container_ports(ref, container, ctx)
+    handler, timing = convert_probe(raw, ctx, "livenessProbe", ports)
+    rewritten: dict[str, Any] = {"httpGet": {"path": LIVE_PATH.format(container=spec.name), "port": HEALTH_PORT}}
+    for key, value in raw.items():
+        if key not in HANDLER_KEYS and key != "timeoutSeconds":
+            rewritten[key] = value
+    rewritten["timeoutSeconds"] = int(timing.timeout) + LIVE_TIMEOUT_MARGIN_SECONDS
+    entry["livenessProbe"] = rewritten
+    return replace(spec, liveness=handler, liveness_timeout=timing.timeout)
+
+
+def _exec_mounts(pairs: Sequence[tuple[ContainerSpec, WatchedContainer]]) -> list[dict[str, Any]]:
+    """Read-only copies of the volume mounts that hold exec probe commands the sidecar now runs."""
+    mounts: list[dict[str, Any]] = []
+    for spec, container in pairs:
+        if not isinstance(spec.handler, ExecSpec):
+            continue
+        mount = mount_holding(spec.handler.command[0], container.entry.get("volumeMounts") or [])
+        if mount is not None and all(m["mountPath"] != mount.get("mountPath") for m in mounts):
+            mounts.append(shared_mount(mount))
+    return mounts
+
+
+def _mark_injected(ref: PodSpecRef) -> None:
+    holder = ref.obj if len(ref.path) == 1 else _walk(ref.obj, ref.path[:-1])
+    if not isinstance(holder.get("metadata"), dict):
+        # Put metadata first, where people look for it, keeping the dict's identity.
+        rest = [(k, v) for k, v in holder.items() if k != "metadata"]
+        holder.clear()
+        holder["metadata"] = {}
+        holder.update(rest)
+    metadata = holder["metadata"]
+    if not isinstance(metadata.get("annotations"), dict):
+        metadata["annotations"] = {}
+    metadata["annotations"][STATUS_ANNOTATION] = STATUS_INJECTED
+
+
+def _walk(obj: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    node = obj
+    for key in path:
+        node = node[key]
+    return node

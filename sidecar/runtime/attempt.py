@@ -1,0 +1,116 @@
+"""One attempt of one probe, guarded: what the schedulers, `check` and /live all run.
+
+A probe never raises for what a target does. This is where that promise is kept for
+what nobody foresaw (a bug, an exhausted resource): the exception becomes a failure
+with a short reason, logged at most once every CRASH_LOG_EVERY seconds per probe, and
+the caller goes on, as the kubelet's worker does (HandleCrash, keepGoing).
+
+    probe = GuardedProbe(build_probe(spec.handler), spec.name, logger)
+    result = await probe.attempt(timeout=1.0)      # never raises, but for cancellation
+    rows = await check_once(config, logger)        # `check`: every container once, in parallel
+    result = await LivenessChecks(specs, logger).check("app")   # /live/app
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from probes import HandlerSpec, Probe, ProbeResult, build_probe
+from probes.result import Outcome
+from sidecar.model import ContainerSpec, SidecarConfig
+
+# A probe that keeps crashing at a 5 ms interval must not write 200 lines a second.
+CRASH_LOG_EVERY = 60.0
+
+
+class GuardedProbe:
+    """A probe whose attempt never raises: an unexpected exception is a failure with a short reason."""
+
+    def __init__(self, probe: Probe, name: str, logger: logging.Logger) -> None:
+        self.probe = probe
+        self.name = name
+        self.logger = logger
+        self._last_logged = -CRASH_LOG_EVERY
+
+    async def attempt(self, timeout: float) -> ProbeResult:
+        started = time.monotonic()
+        try:
+            return await self.probe.attempt(timeout)
+        except Exception as exc:
+            now = time.monotonic()
+            if now - self._last_logged >= CRASH_LOG_EVERY:
+                self._last_logged = now
+                self.logger.error("%s: probe error: %r (logged at most every %gs)", self.name, exc, CRASH_LOG_EVERY)
+            return ProbeResult(Outcome.FAILURE, f"probe error: {type(exc).__name__}", now - started)
+
+
+async def attempt_once(name: str, handler: HandlerSpec, timeout: float, logger: logging.Logger) -> ProbeResult:
+    """One guarded attempt on a probe built for it alone."""
+    return await GuardedProbe(build_probe(handler), name, logger).attempt(timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRow:
+    container: ContainerSpec
+    result: ProbeResult | None  # None: unobserved, nothing was run
+
+    @property
+    def passed(self) -> bool:
+        return self.result is not None and self.result.outcome.ok
+
+    @property
+    def result_name(self) -> str:
+        return self.result.outcome.value if self.result else "unobserved"
+
+
+async def _check_row(spec: ContainerSpec, logger: logging.Logger) -> CheckRow:
+    if spec.handler is None:
+        return CheckRow(spec, None)
+    return CheckRow(spec, await attempt_once(spec.name, spec.handler, spec.timing.timeout, logger))
+
+
+async def check_once(config: SidecarConfig, logger: logging.Logger, *, all_containers: bool = False) -> list[CheckRow]:
+    """One attempt per container, concurrently: the round costs the slowest probe."""
+    chosen = [c for c in config.containers if all_containers or c.required]
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(_check_row(spec, logger)) for spec in chosen]
+    return [task.result() for task in tasks]
+
+
+def check_exit_code(rows: list[CheckRow]) -> int:
+    """0 when every required, observed container passed (warnings pass); else 1."""
+    gating = [row for row in rows if row.container.gates]
+    return 0 if all(row.passed for row in gating) else 1
+
+
+class LivenessChecks:
+    """The liveness checks `inject --rewrite-liveness` routes through the sidecar (GET /live/<name>).
+
+    The kubelet owns their period and thresholds: each call runs one attempt, now. Concurrent
+    callers share one in-flight attempt per container, since anything that reaches the health
+    port may call it and each attempt starts a connection or a process.
+    """
+
+    def __init__(self, specs: Iterable[ContainerSpec], logger: logging.Logger) -> None:
+        self._specs = {spec.name: spec for spec in specs if spec.liveness is not None}
+        self.logger = logger
+        self._in_flight: dict[str, asyncio.Task[ProbeResult]] = {}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._specs
+
+    async def check(self, name: str) -> ProbeResult:
+        """Run (or join) one attempt of `name`'s liveness check; KeyError if it has none."""
+        spec = self._specs[name]
+        task = self._in_flight.get(name)
+        if task is None or task.done():
+            assert spec.liveness is not None  # only such specs are kept
+            attempt = attempt_once(name, spec.liveness, spec.liveness_timeout, self.logger)
+            task = asyncio.create_task(attempt, name=f"live {name}")
+            self._in_flight[name] = task
+        # A caller that goes away must not cancel the attempt the others are waiting on.
+        return await asyncio.shield(task)

@@ -1,0 +1,151 @@
+"""Every setting of `run`, its default and its validation, in one place (uvicorn's Config).
+
+The CLI only turns flags and READINESS_SIDECAR_<FLAG> env vars into raw strings;
+`RunSettings.from_raw` validates them once, at start-up, naming the flag.
+
+    settings = RunSettings.from_raw({"health_port": "0", "grpc_port": "off", "aggressive_interval": "2ms"})
+    settings.grpc_port, settings.aggressive.interval  # None, 0.002
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from sidecar.contract import DEFAULT_DRAIN_SECONDS, ENV_PREFIX, GRPC_PORT, HEALTH_PORT, METRICS_PORT
+from sidecar.durations import parse_duration
+from sidecar.errors import ConfigError
+from sidecar.runtime.scheduler import AggressivePolicy
+
+LOG_FORMATS = ("text", "json")
+# auto: uvloop if importable. It picks the runtime, not the sidecar's behaviour, and exists
+# so benchmarks can compare both loops in one run.
+LOOP_CHOICES = ("auto", "uvloop", "asyncio")
+# A wildcard address: every interface, as a pod's probes and peers need.
+DEFAULT_BIND = "0.0.0.0"
+
+# The flat setting names (and so flags) of AggressivePolicy's fields.
+_POLICY_SETTINGS = {
+    "aggressive_interval": "interval",
+    "aggressive_timeout": "timeout",
+    "aggressive_window": "window",
+    "aggressive_max_interval": "max_interval",
+    "steady_period": "steady_period",
+}
+
+
+def env_name(setting: str) -> str:
+    return ENV_PREFIX + setting.upper()
+
+
+def flag_name(setting: str) -> str:
+    return "--" + setting.replace("_", "-")
+
+
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    health_port: int = HEALTH_PORT
+    grpc_port: int | None = GRPC_PORT  # None: gRPC health server off
+    metrics_port: int | None = METRICS_PORT  # None: metrics server off
+    bind: str = DEFAULT_BIND
+    drain_seconds: float = DEFAULT_DRAIN_SECONDS
+    aggressive: AggressivePolicy = dataclasses.field(default_factory=AggressivePolicy)
+    log_format: str = "text"
+    loop: str = "auto"  # the event loop: one of LOOP_CHOICES
+
+    @classmethod
+    def fields(cls) -> list[str]:
+        """Every setting's name, flat (aggressive_interval, not aggressive.interval), in --help order."""
+        names: list[str] = []
+        for field in dataclasses.fields(cls):
+            names.extend(_POLICY_SETTINGS if field.name == "aggressive" else [field.name])
+        return names
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, str | None], *, origin: Mapping[str, str] = {}) -> RunSettings:
+        """Validate raw strings; `origin` says per setting where a value came from (flag or env)."""
+        values: dict[str, object] = {}
+        policy: dict[str, float] = {}
+        for name, text in raw.items():
+            if text is None:
+                continue
+            try:
+                value = _PARSERS[name](text)
+            except ValueError as exc:
+                raise ConfigError(origin.get(name, flag_name(name)), problem=str(exc)) from None
+            if name in _POLICY_SETTINGS:
+                policy[_POLICY_SETTINGS[name]] = value  # type: ignore[assignment]
+            else:
+                values[name] = value
+        aggressive = AggressivePolicy(**policy)
+        if aggressive.max_interval < aggressive.interval:
+            raise ConfigError(
+                origin.get("aggressive_max_interval", flag_name("aggressive_max_interval")),
+                problem="must be >= --aggressive-interval",
+            )
+        return cls(aggressive=aggressive, **values)  # type: ignore[arg-type]
+
+
+def _port(text: str, *, allow_off: bool = False) -> int | None:
+    if allow_off and text.strip().lower() in ("off", "none", "disabled"):
+        return None
+    try:
+        port = int(text)
+    except ValueError:
+        raise ValueError(f"port {text!r} is not a number" + (" or 'off'" if allow_off else "")) from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} out of range 0-65535 (0 picks a free port)")
+    return port
+
+
+def _duration(text: str) -> float:
+    value = parse_duration(text)
+    # parse_duration refuses "1e400" but sums "9999...9s" to inf: an endless drain or
+    # period is a typo, and would silently mean "never exit" or "never probe again".
+    if not math.isfinite(value):
+        raise ValueError(f"duration {text[:40]!r} is too long")
+    return value
+
+
+def _positive_duration(text: str) -> float:
+    value = _duration(text)
+    if value <= 0:
+        raise ValueError(f"duration {text!r} must be > 0")
+    return value
+
+
+def _log_format(text: str) -> str:
+    if text not in LOG_FORMATS:
+        raise ValueError(f"log format {text!r} must be one of {', '.join(LOG_FORMATS)}")
+    return text
+
+
+def _loop(text: str) -> str:
+    choice = text.strip().lower() or "auto"
+    if choice not in LOOP_CHOICES:
+        raise ValueError(f"{choice!r} must be one of {', '.join(LOOP_CHOICES)}")
+    return choice
+
+
+def _bind(text: str) -> str:
+    if not text.strip():
+        raise ValueError("bind address is empty")
+    return text.strip()
+
+
+_PARSERS: dict[str, Callable[[str], object]] = {
+    "health_port": lambda t: _port(t),
+    "grpc_port": lambda t: _port(t, allow_off=True),
+    "metrics_port": lambda t: _port(t, allow_off=True),
+    "bind": _bind,
+    "drain_seconds": _duration,
+    "aggressive_interval": _positive_duration,
+    "aggressive_timeout": _positive_duration,
+    "aggressive_window": _duration,
+    "aggressive_max_interval": _positive_duration,
+    "steady_period": _positive_duration,
+    "log_format": _log_format,
+    "loop": _loop,
+}

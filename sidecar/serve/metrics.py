@@ -1,0 +1,225 @@
+"""Prometheus metrics about every probe, served at /metrics on the metrics port.
+
+Each Sidecar owns its registry (never prometheus_client's global one), so several
+sidecars can run in one process. Values are pushed by StateObserver hooks as the
+state changes, never polled.
+
+    metrics = ReadinessMetrics(state, CollectorRegistry())
+    state.observe(metrics)
+    server = MetricsServer(metrics)
+    port = await server.start("0.0.0.0", 8552)
+    await server.stop()
+
+Stable names, with `probe` the probe kind (httpGet, tcpSocket, grpc, exec)
+and `result` one of success, failure, warning:
+
+    readiness_probe_duration_seconds  histogram  container, probe
+    readiness_probe_total             counter    container, probe, result
+    readiness_container_ready         gauge      container
+    readiness_ready                   gauge      (the aggregate answer of /ready)
+    readiness_transitions_total       counter    container, to=ready|unready
+    readiness_time_to_ready_seconds   gauge      container (set once, at first ready)
+    readiness_consecutive_failures    gauge      container
+    readiness_draining                gauge
+
+Extra, outside the stable list:
+
+    readiness_probe_schedule_lateness_seconds  histogram  container (the benchmarks' jitter)
+    readiness_container_required               gauge      container (1 if it gates /ready, so
+                                                           alerts can pick required containers)
+
+Every observed container's series exist from start (zeros), so alerts on absent
+series work before the first attempt. A container that is not observed (left to
+the kubelet) is never probed here, so it has no series at all, not even
+readiness_container_ready: its readiness is the kubelet's to report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+from probes.result import Outcome, ProbeResult
+from sidecar.contract import METRICS_PATH
+from sidecar.http_site import HttpSite, get_only_app
+from sidecar.runtime.state import AggregateState, ContainerState, StateObserver, Transition
+
+# 100 us to 10 s: a TCP connect here takes ~0.1 ms, a gRPC Check ~1 ms, and a kubelet
+# timeout of more than 10 s is already a problem worth seeing as +Inf.
+DURATION_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+)
+# Lateness is loop jitter: tens of microseconds when healthy, milliseconds under load.
+LATENESS_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+)
+MAX_REQUEST_BYTES = 1024  # a scrape is a bodiless GET
+SHUTDOWN_GRACE = 1.0  # an in-flight scrape gets this long at shutdown
+
+
+@dataclass(frozen=True, slots=True)
+class _ContainerSeries:
+    """One observed container's labelled children, looked up once: .labels() costs about
+    as much as the observe() it precedes, so per attempt it would double the cost."""
+
+    duration: Histogram
+    lateness: Histogram
+    results: dict[Outcome, Counter]
+    ready: Gauge
+    to_ready: Counter
+    to_unready: Counter
+
+
+class ReadinessMetrics(StateObserver):
+    """The metric families on `registry`, kept current by the state's observer hooks.
+
+        metrics = ReadinessMetrics(state, CollectorRegistry())
+        state.observe(metrics)
+        generate_latest(metrics.registry)
+    """
+
+    def __init__(self, state: AggregateState, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        r = registry
+        self.probe_duration = Histogram(
+            "readiness_probe_duration_seconds", "Duration of one probe attempt.",
+            ["container", "probe"], buckets=DURATION_BUCKETS, registry=r,
+        )
+        self.probe_attempts = Counter(
+            "readiness_probe_total", "Probe attempts by result (warning counts as success).",
+            ["container", "probe", "result"], registry=r,
+        )
+        self.container_ready = Gauge(
+            "readiness_container_ready", "1 if the container is ready, else 0.",
+            ["container"], registry=r,
+        )
+        self.container_required = Gauge(
+            "readiness_container_required",
+            "Extra, not in the stable set: 1 if the container gates the aggregate, else 0.",
+            ["container"], registry=r,
+        )
+        self.ready = Gauge(
+            "readiness_ready", "1 if the aggregate readiness (/ready) is ready, else 0.",
+            registry=r,
+        )
+        self.transitions = Counter(
+            "readiness_transitions_total", "Readiness transitions of a container.",
+            ["container", "to"], registry=r,
+        )
+        self.time_to_ready = Gauge(
+            "readiness_time_to_ready_seconds",
+            "Seconds from sidecar start to the container's first ready; absent until then.",
+            ["container"], registry=r,
+        )
+        self.consecutive_failures = Gauge(
+            "readiness_consecutive_failures", "Consecutive failed attempts of the container.",
+            ["container"], registry=r,
+        )
+        self.draining = Gauge(
+            "readiness_draining", "1 while the sidecar drains after SIGTERM, else 0.", registry=r,
+        )
+        self.schedule_lateness = Histogram(
+            "readiness_probe_schedule_lateness_seconds",
+            "Extra, not in the stable set: how late an attempt started against its schedule.",
+            ["container"], buckets=LATENESS_BUCKETS, registry=r,
+        )
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+
+        self._series = {
+            name: self._precreate(c) for name, c in state.containers.items() if c.spec.observed
+        }
+        self.ready.set(state.ready)
+        self.draining.set(state.draining)
+
+    def _precreate(self, c: ContainerState) -> _ContainerSeries:
+        assert c.spec.handler is not None
+        name, kind = c.spec.name, c.spec.handler.kind
+        series = _ContainerSeries(
+            duration=self.probe_duration.labels(name, kind),
+            lateness=self.schedule_lateness.labels(name),
+            results={o: self.probe_attempts.labels(name, kind, o.value) for o in Outcome},
+            ready=self.container_ready.labels(name),
+            to_ready=self.transitions.labels(name, "ready"),
+            to_unready=self.transitions.labels(name, "unready"),
+        )
+        series.ready.set(c.ready)
+        self.container_required.labels(name).set(c.spec.gates)
+        # Read at scrape time: the state already counts, so no attempt pays for a set().
+        self.consecutive_failures.labels(name).set_function(lambda: c.consecutive_failures)
+        if c.time_to_first_ready is not None:
+            self.time_to_ready.labels(name).set(c.time_to_first_ready)
+        return series
+
+    # -- StateObserver -----------------------------------------------------------------
+
+    def attempt_recorded(
+        self, container: ContainerState, result: ProbeResult, lateness: float
+    ) -> None:
+        series = self._series.get(container.spec.name)
+        if series is None:
+            return  # an unobserved container has no scheduler; nothing to count
+        series.duration.observe(result.duration)
+        series.results[result.outcome].inc()
+        series.lateness.observe(lateness)
+
+    def container_changed(self, container: ContainerState, transition: Transition) -> None:
+        series = self._series.get(container.spec.name)
+        if series is None:
+            return
+        series.ready.set(transition.now_ready)
+        if transition.now_ready:
+            series.to_ready.inc()
+            if container.time_to_first_ready is not None:
+                # Same value on every later ready: the first one fixed it.
+                self.time_to_ready.labels(container.spec.name).set(container.time_to_first_ready)
+        else:
+            series.to_unready.inc()
+
+    def aggregate_changed(self, state: AggregateState) -> None:
+        self.ready.set(state.ready)
+
+    def draining_changed(self, state: AggregateState) -> None:
+        self.draining.set(state.draining)
+
+
+class MetricsServer:
+    """GET /metrics on its own port, from the registry of a ReadinessMetrics.
+
+        server = MetricsServer(ReadinessMetrics(state, CollectorRegistry()))
+        port = await server.start("127.0.0.1", 0)
+        await server.stop()
+
+    A registry must not already hold these metric names or the process and platform
+    collectors (prometheus_client refuses duplicates).
+    """
+
+    def __init__(self, metrics: ReadinessMetrics) -> None:
+        self.metrics = metrics
+        self.registry = metrics.registry
+        self.app = get_only_app(MAX_REQUEST_BYTES)
+        self.app.router.add_get(METRICS_PATH, self.handle_metrics)
+        self._site = HttpSite(self.app, shutdown_grace=SHUTDOWN_GRACE)
+
+    async def start(self, bind: str, port: int) -> int:
+        return await self._site.start(bind, port)
+
+    async def stop(self) -> None:
+        await self._site.stop()
+
+    async def handle_metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )

@@ -1,0 +1,112 @@
+"""The JSON views of a container that every surface shows: /ready, /status and `check`.
+
+One place decides what a container looks like to a reader, so `check -o json` and
+/status name the same things the same way.
+
+    ready_summary(state.containers["app"])  # {"ready": false, "status": "not_ready", "reason": "HTTP 503"}
+    print(check_table(rows))
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from probes import ProbeResult
+from sidecar.model import UNOBSERVED_REASON, ContainerSpec
+from sidecar.runtime.attempt import CheckRow, check_exit_code
+from sidecar.runtime.state import ContainerState
+
+
+def probe_view(spec: ContainerSpec) -> dict[str, Any]:
+    """What is probed, and whether it gates readiness."""
+    return {
+        "probe": spec.handler.kind if spec.handler else None,
+        "target": spec.handler.target if spec.handler else None,
+        "required": spec.required,
+    }
+
+
+def latency_ms(result: ProbeResult | None) -> float | None:
+    return round(result.duration * 1000, 3) if result else None
+
+
+def rfc3339(wall: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall)) + f".{int(wall % 1 * 1000):03d}Z"
+
+
+def ready_summary(c: ContainerState) -> dict[str, Any]:
+    """A container in /ready and /ready/<name>: short, since /ready is the hot path."""
+    doc: dict[str, Any] = {"ready": c.ready, "status": c.status}
+    if not c.spec.required:
+        doc["required"] = False
+    if not c.ready:
+        doc["reason"] = c.reason
+    return doc
+
+
+def container_status(c: ContainerState, started_mono: float) -> dict[str, Any]:
+    """A container in /status: everything known of it."""
+    spec, result = c.spec, c.last_result
+    return {
+        "name": spec.name,
+        **probe_view(spec),
+        "status": c.status,
+        "ready": c.ready,
+        "consecutive_successes": c.consecutive_successes,
+        "consecutive_failures": c.consecutive_failures,
+        "attempts": c.attempts,
+        "last_result": result.outcome.value if result else None,
+        "message": c.reason,
+        "latency_ms": latency_ms(result),
+        "last_transition_time": rfc3339(c.since_wall) if c.since_mono != started_mono else None,
+        "time_to_first_ready_seconds": (
+            round(c.time_to_first_ready, 6) if c.time_to_first_ready is not None else None
+        ),
+        "timing": {
+            "initial_delay_seconds": spec.timing.initial_delay,
+            "timeout_seconds": spec.timing.timeout,
+            "period_seconds": spec.timing.period,
+            "aggressive": spec.timing.aggressive,
+            "success_threshold": spec.timing.success_threshold,
+            "failure_threshold": spec.timing.failure_threshold,
+        },
+    }
+
+
+def check_row(row: CheckRow) -> dict[str, Any]:
+    """A container in `check`'s output: its one attempt."""
+    result = row.result
+    return {
+        "container": row.container.name,
+        **probe_view(row.container),
+        "result": row.result_name,
+        "latency_ms": latency_ms(result),
+        "message": result.message if result else UNOBSERVED_REASON,
+    }
+
+
+def check_json(rows: list[CheckRow]) -> str:
+    return json.dumps(
+        {"ready": check_exit_code(rows) == 0, "containers": [check_row(row) for row in rows]}, indent=2
+    )
+
+
+def check_table(rows: list[CheckRow]) -> str:
+    header = ("CONTAINER", "PROBE", "TARGET", "RESULT", "LATENCY", "MESSAGE")
+    lines: list[tuple[str, ...]] = [header]
+    for row in rows:
+        d = check_row(row)
+        latency = f"{d['latency_ms']:.1f}ms" if d["latency_ms"] is not None else "-"
+        name = str(d["container"]) + ("" if row.container.required else " (optional)")
+        lines.append(
+            (name, str(d["probe"] or "-"), str(d["target"] or "-"), str(d["result"]), latency,
+             str(d["message"]))
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line[:-1], widths, strict=True))
+        + "  " + line[-1]
+        for line in lines
+    )
