@@ -14,7 +14,7 @@ from pathlib import Path
 from benchmarks.detection import Variant
 from benchmarks.proc_usage import CpuMeter, rss_mib
 from benchmarks.prom_text import Scrape
-from benchmarks.sidecar_process import SidecarProcess, container
+from benchmarks.sidecar_process import container, metrics_text, start_sidecar
 from benchmarks.targets import start_targets
 
 
@@ -38,19 +38,19 @@ async def aggressive_cost(
     names = [f"never{i}" for i in range(containers)]
     for name in names:
         await targets.add(name, ready=False)
-    sidecar = await SidecarProcess.start(
+    sidecar = await start_sidecar(
         [container(n, targets.probe_json(n)) for n in names], workdir,
         flags=variant.flags(), loop=variant.loop,
     )
     try:
         await asyncio.sleep(0.5)  # past start-up: imports and the first attempts are not the steady cost
-        before = Scrape.parse(await sidecar.metrics_text())
+        before = Scrape.parse(await metrics_text(sidecar))
         meter = CpuMeter(sidecar.pid)
         started = time.monotonic()
         await asyncio.sleep(seconds)
         cpu = meter.percent()
         elapsed = time.monotonic() - started
-        after = Scrape.parse(await sidecar.metrics_text())
+        after = Scrape.parse(await metrics_text(sidecar))
         attempts = after.total("readiness_probe_total") - before.total("readiness_probe_total")
         rss = rss_mib(sidecar.pid)
     finally:

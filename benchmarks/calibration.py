@@ -37,7 +37,6 @@ async def tcp_attempt_ms() -> float:
             await probe.attempt(1.0)
             samples.append(time.perf_counter() - started)
     finally:
-        await probe.close()
         server.close()
     return statistics.median(samples) * 1000
 

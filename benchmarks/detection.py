@@ -23,7 +23,7 @@ import aiohttp
 
 from benchmarks.proc_usage import has_loaded
 from benchmarks.ready_client import LongPoll, close_quietly, new_session, wait_for_status
-from benchmarks.sidecar_process import SidecarProcess, container
+from benchmarks.sidecar_process import SidecarProcess, container, start_sidecar
 from benchmarks.targets import Targets, start_targets
 
 # The steady period only paces probing while ready, which a trial never measures; at
@@ -78,7 +78,7 @@ async def sidecar_detection(
     """`steady_period` None keeps the sidecar's 1 s: each trial then waits ~0.5 s to turn unready."""
     targets = await start_targets(kind)
     await targets.add("app", ready=False)
-    sidecar = await SidecarProcess.start(
+    sidecar = await start_sidecar(
         [container("app", targets.probe_json("app"))], workdir,
         flags=(*variant.flags(), *(("--steady-period", steady_period) if steady_period else ())), loop=variant.loop,
     )

@@ -24,7 +24,7 @@ from pathlib import Path
 from benchmarks.proc_usage import CpuMeter, has_loaded
 from benchmarks.prom_text import HistogramDelta, Scrape
 from benchmarks.ready_client import close_quietly, new_session, wait_for_status
-from benchmarks.sidecar_process import REPO, SidecarProcess, container
+from benchmarks.sidecar_process import REPO, container, metrics_text, start_sidecar
 from benchmarks.targets import HttpTargets, TcpTargets
 from benchmarks.wrk_runner import WrkResult, run_wrk
 
@@ -136,7 +136,7 @@ async def _flood_both(
     for name in ("http0", "http1", "http2", "flapper"):
         await http.add(name, ready=True)
         specs.append(container(name, http.probe_json(name)))
-    sidecar = await SidecarProcess.start(specs, workdir, loop=loop_name, cpus=placement.server_cpus)
+    sidecar = await start_sidecar(specs, workdir, loop=loop_name, cpus=placement.server_cpus)
     session = new_session()
     flapper = None
 
@@ -148,17 +148,17 @@ async def _flood_both(
     try:
         await wait_for_status(session, sidecar.base + "/ready?wait=10s", 200, interval=0.01, timeout=15)
         flapper = asyncio.create_task(_flap(http, "flapper"))
-        idle_start = Scrape.parse(await sidecar.metrics_text())
+        idle_start = Scrape.parse(await metrics_text(sidecar))
         await asyncio.sleep(idle_seconds)
-        idle_end = Scrape.parse(await sidecar.metrics_text())
+        idle_end = Scrape.parse(await metrics_text(sidecar))
         bare_halves, sidecar_halves, lateness, transitions, cpu = [], [], [], 0.0, 0.0
         for _ in range(HALVES):
             bare_halves.append(await flood(bare_url))
-            before = Scrape.parse(await sidecar.metrics_text())
+            before = Scrape.parse(await metrics_text(sidecar))
             meter = CpuMeter(sidecar.pid)
             sidecar_halves.append(await flood(sidecar.base + "/ready"))
             cpu += meter.percent() / HALVES
-            after = Scrape.parse(await sidecar.metrics_text())
+            after = Scrape.parse(await metrics_text(sidecar))
             lateness.append(HistogramDelta.between(before, after, LATENESS))
             transitions += after.total("readiness_transitions_total") - before.total("readiness_transitions_total")
         verified = has_loaded(sidecar.pid, "uvloop") == (loop_name == "uvloop")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks.proc_usage import CpuMeter, rss_mib
 from benchmarks.ready_client import LongPoll
-from benchmarks.sidecar_process import SidecarProcess, container
+from benchmarks.sidecar_process import container, start_sidecar
 from benchmarks.targets import HttpTargets
 
 PROBE_SECONDS = 0.050
@@ -51,7 +51,7 @@ async def fanout(n: int, workdir: Path, *, steady_seconds: float = 0.0) -> Fanou
     names = [f"c{i}" for i in range(n)]
     for name in names:
         await targets.add(name, ready=False)
-    sidecar = await SidecarProcess.start([container(name, targets.probe_json(name)) for name in names], workdir)
+    sidecar = await start_sidecar([container(name, targets.probe_json(name)) for name in names], workdir)
     try:
         async with asyncio.timeout(ROUND_TIMEOUT):
             await targets.all_first_requests.wait()

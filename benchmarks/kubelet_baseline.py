@@ -55,18 +55,15 @@ async def _kubelet_worker(targets: Targets, name: str) -> float:
     loop = asyncio.get_running_loop()
     tick = loop.time() + random.uniform(0.0, KUBELET_PERIOD)
     flip = asyncio.create_task(_flip_later(targets, name, random.uniform(0.0, KUBELET_PERIOD)))
-    try:
-        while True:
-            await asyncio.sleep(max(0.0, tick - loop.time()))
-            result = await probe.attempt(KUBELET_TIMEOUT)
-            if result.outcome.ok:
-                succeeded = time.perf_counter()
-                return succeeded - await flip
+    while True:
+        await asyncio.sleep(max(0.0, tick - loop.time()))
+        result = await probe.attempt(KUBELET_TIMEOUT)
+        if result.outcome.ok:
+            succeeded = time.perf_counter()
+            return succeeded - await flip
+        tick += KUBELET_PERIOD
+        while tick < loop.time():  # an overrun drops ticks, as time.Ticker does
             tick += KUBELET_PERIOD
-            while tick < loop.time():  # an overrun drops ticks, as time.Ticker does
-                tick += KUBELET_PERIOD
-    finally:
-        await probe.close()
 
 
 async def _flip_later(targets: Targets, name: str, delay: float) -> float:

@@ -23,9 +23,9 @@ from prometheus_client import CollectorRegistry
 from probes import build_probe
 from probes.result import Outcome, ProbeResult
 from probes.spec import TcpSocketSpec
-from sidecar.metrics import ReadinessMetrics
-from sidecar.spec import ContainerSpec
-from sidecar.state import AggregateState
+from sidecar.model import ContainerSpec
+from sidecar.runtime.state import AggregateState
+from sidecar.serve.metrics import ReadinessMetrics
 
 REPEATS = 5  # best-of, so a stray scheduler hiccup doesn't inflate either side
 
@@ -78,7 +78,7 @@ def time_record_path(calls: int) -> tuple[float, float]:
     for with_metrics in (False, True):
         state = AggregateState([ContainerSpec("app", TcpSocketSpec(port=1))])
         if with_metrics:
-            state.observers.append(ReadinessMetrics(state, CollectorRegistry()))
+            state.observe(ReadinessMetrics(state, CollectorRegistry()))
         ok = ProbeResult(Outcome.SUCCESS, "connected", 0.0001)
         best = float("inf")
         for _ in range(REPEATS):
@@ -106,7 +106,6 @@ async def time_tcp_probe(attempts: int) -> tuple[float, float]:
             if not result.outcome.ok:
                 raise SystemExit(f"tcp probe failed: {result.message}")
     finally:
-        await probe.close()
         server.close()
         await server.wait_closed()
     return statistics.fmean(samples), statistics.median(samples)

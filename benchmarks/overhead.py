@@ -17,7 +17,7 @@ from pathlib import Path
 
 from benchmarks.proc_usage import CpuMeter, rss_mib
 from benchmarks.ready_client import close_quietly, new_session, wait_for_status
-from benchmarks.sidecar_process import SidecarProcess, container
+from benchmarks.sidecar_process import container, start_sidecar
 from benchmarks.targets import Targets, start_targets
 
 SETTLE = 2.0  # start-up imports and the ready transitions are not the steady cost
@@ -38,7 +38,7 @@ async def steady_overhead(workdir: Path, *, seconds: float, kinds: tuple[str, ..
         name = f"{targets.kind}{index}"
         await targets.add(name, ready=True)
         specs.append(container(name, targets.probe_json(name)))
-    sidecar = await SidecarProcess.start(specs, workdir)
+    sidecar = await start_sidecar(specs, workdir)
     session = new_session()
     try:
         await wait_for_status(session, sidecar.base + "/ready?wait=10s", 200, interval=0.01, timeout=15)

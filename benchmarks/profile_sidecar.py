@@ -26,7 +26,7 @@ from benchmarks.endpoint_load import CONNECTIONS, THREADS, Placement
 from benchmarks.proc_usage import CpuMeter
 from benchmarks.prom_text import Scrape
 from benchmarks.ready_client import close_quietly, new_session, wait_for_status
-from benchmarks.sidecar_process import SidecarProcess, container
+from benchmarks.sidecar_process import container, metrics_text, start_sidecar
 from benchmarks.targets import Targets, start_targets
 from benchmarks.wrk_runner import run_wrk
 
@@ -89,7 +89,7 @@ async def _run(scenario: str, seconds: float, loop: str, top: int) -> None:
     for name in names:
         await targets.add(name, ready=ready)
     placement = Placement.for_this_machine() if scenario == "flood" else Placement(None, None)
-    sidecar = await SidecarProcess.start(
+    sidecar = await start_sidecar(
         [container(n, targets.probe_json(n)) for n in names], workdir,
         flags=("--aggressive-window", "10m", *flags), loop=loop, cpus=placement.server_cpus,
     )
@@ -105,11 +105,11 @@ async def _run(scenario: str, seconds: float, loop: str, top: int) -> None:
                                                connections=CONNECTIONS, threads=THREADS, cpus=placement.client_cpus))
             await asyncio.sleep(0.5)
         # First window unobserved: py-spy pauses the process at every sample, which slows it.
-        before = Scrape.parse(await sidecar.metrics_text())
+        before = Scrape.parse(await metrics_text(sidecar))
         meter = CpuMeter(sidecar.pid)
         await asyncio.sleep(seconds)
         user, system = meter.split_percent()
-        after = Scrape.parse(await sidecar.metrics_text())
+        after = Scrape.parse(await metrics_text(sidecar))
         attempts = after.total("readiness_probe_total") - before.total("readiness_probe_total")
         spy = await asyncio.create_subprocess_exec(
             _py_spy(), "record", "-p", str(sidecar.pid), "-d", f"{seconds:g}", "-r", str(SAMPLE_RATE),

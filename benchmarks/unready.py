@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 
 from benchmarks.ready_client import close_quietly, new_session, wait_for_status
-from benchmarks.sidecar_process import SidecarProcess, container
+from benchmarks.sidecar_process import SidecarProcess, container, start_sidecar
 from benchmarks.targets import HttpTargets
 
 FAILURE_THRESHOLD = 3
@@ -44,7 +44,7 @@ async def unready_detection(workdir: Path, *, per_mode: int, seconds: float) -> 
         for name in mode_names:
             await targets.add(name, ready=True)
             specs.append(container(name, targets.probe_json(name), **MODES[mode]))
-    sidecar = await SidecarProcess.start(specs, workdir)
+    sidecar = await start_sidecar(specs, workdir)
     session = new_session()
     try:
         await wait_for_status(session, sidecar.base + "/ready?wait=10s", 200, interval=0.01, timeout=15)

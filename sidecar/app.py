@@ -86,7 +86,7 @@ class Sidecar:
             from sidecar.serve.health_grpc import GrpcHealthServer
 
             self._grpc = GrpcHealthServer(self.state)
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # container name -> its scheduler
 
     async def start(self) -> BoundPorts:
         s = self.settings
@@ -100,7 +100,7 @@ class Sidecar:
                 continue
             probe = GuardedProbe(build_probe(spec.handler), spec.name, self.logger)
             scheduler = ContainerScheduler(self.state, spec, probe, s.aggressive, self.logger)
-            self._tasks.append(asyncio.create_task(scheduler.run(), name=spec.name))
+            self._tasks[spec.name] = asyncio.create_task(scheduler.run(), name=spec.name)
         return BoundPorts(health, grpc_port, metrics_port)
 
     async def wait_terminated(self) -> None:
@@ -109,9 +109,9 @@ class Sidecar:
 
     async def stop(self) -> None:
         self.drainer.cancel_timer()
-        for task in self._tasks:
+        for task in self._tasks.values():
             task.cancel()
-        for task in self._tasks:
+        for task in self._tasks.values():
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.http.stop()

@@ -16,6 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 PEER_MANIFESTS = SHARED / "peer-manifests"
+DATA = REPO / "tests" / "data"  # the suites' own manifests
 
 
 def peers_required() -> bool:

@@ -13,6 +13,7 @@ import asyncio
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from probes.spec import join_host_port
 from sidecar.demo.lifecycle import (
     announce_port,
     demo_parser,
@@ -40,10 +41,6 @@ async def flip_forever(servicer: health.aio.HealthServicer, every: float) -> Non
         log(APP, "now " + ("SERVING" if serving else "NOT_SERVING"))
 
 
-def _listen_address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 async def serve(host: str, port: int, flip_every: float, exit_on_stdin_close: bool) -> None:
     # grpc turns SO_REUSEPORT on by default; off, a second copy on a taken port fails
     # loudly instead of silently sharing it.
@@ -51,9 +48,9 @@ async def serve(host: str, port: int, flip_every: float, exit_on_stdin_close: bo
     servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     try:
-        bound_port = server.add_insecure_port(_listen_address(host, port))
+        bound_port = server.add_insecure_port(join_host_port(host, port))
     except RuntimeError:
-        raise OSError(f"cannot listen on {_listen_address(host, port)}") from None
+        raise OSError(f"cannot listen on {join_host_port(host, port)}") from None
     await servicer.set(SERVICE, _SERVING)
     await server.start()
     announce_port(bound_port)

@@ -129,7 +129,7 @@ class AggregateState:
 
     @property
     def changed(self) -> asyncio.Event:
-        """Set at the next readiness change (a container, the aggregate or draining); read it anew after."""
+        """Set at the next change (a container, the aggregate, draining, a dead scheduler); read it anew after."""
         return self._changed
 
     @property
@@ -220,3 +220,4 @@ class AggregateState:
     def scheduler_died(self, name: str, reason: str) -> None:
         """A container's scheduler ended: /healthz reports it, so the kubelet restarts the sidecar."""
         self._dead_schedulers[name] = reason
+        self._notify()

@@ -11,7 +11,7 @@ PID 1 of a container, so a zombie or an orphan it fails to reap shows up as its 
 Every process it starts carries TAG_ENV=car.tag in its environment: `car.descendants()`
 finds them all, wherever they moved to.
 
-`loop` picks the event loop (READINESS_SIDECAR_LOOP); LOOPS lists the ones installed here:
+`loop` picks the event loop (run --loop); LOOPS lists the ones installed here:
 CI and the image have asyncio only, uvloop is an optional extra.
 """
 
@@ -24,7 +24,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -35,9 +34,10 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from probes.spec import join_host_port
 from tests.conftest import REPO
 from tests.reliability import procfs
-from tests.sidecar_process import _LISTENING
+from tests.sidecar_process import parse_ports, run_command, sidecar_environ
 
 # prctl(PR_SET_CHILD_SUBREAPER) survives execve, so the sidecar itself is the subreaper.
 _AS_SUBREAPER = (
@@ -66,8 +66,7 @@ class RunningSidecar:
 
     @property
     def base(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.health_port}"
+        return f"http://{join_host_port(self.host, self.health_port)}"
 
     @classmethod
     def start(
@@ -80,41 +79,40 @@ class RunningSidecar:
         cwd: Path = REPO,
         timeout: float = 20.0,
     ) -> RunningSidecar:
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("READINESS_SIDECAR_", "SERVING_"))}
         tag = uuid.uuid4().hex
-        full_env.update(PYTHONPATH=str(REPO), READINESS_SIDECAR_LOOP=loop, **{TAG_ENV: tag})
-        full_env.update(env or {})
-        launcher = ["-c", _AS_SUBREAPER] if subreaper else ["-m", "sidecar"]
+        full_env = sidecar_environ({TAG_ENV: tag, **(env or {})})
+        launcher = ("-c", _AS_SUBREAPER) if subreaper else ("-m", "sidecar")
         proc = subprocess.Popen(
-            [sys.executable, *launcher, "run", "--bind", bind, *args],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            run_command(("--loop", loop, *args), bind=bind, launcher=launcher),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=full_env, cwd=cwd, start_new_session=True,
         )
         log: list[str] = []
+        ports_line: list[bytes] = []
         started = threading.Event()
-        ports: list[int | None] = []
+
+        def read_ports() -> None:
+            assert proc.stdout is not None
+            ports_line.append(proc.stdout.readline())  # b"" at EOF: the process is gone
+            started.set()
 
         def pump() -> None:
             assert proc.stderr is not None
             for raw in proc.stderr:
-                line = raw.decode(errors="replace")
-                log.append(line)
-                if not started.is_set() and (match := _LISTENING.search(line)):
-                    ports.extend(int(g) if g else None for g in match.groups())
-                    started.set()
-            started.set()  # EOF: the process is gone
+                log.append(raw.decode(errors="replace"))
 
+        threading.Thread(target=read_ports, daemon=True).start()
         thread = threading.Thread(target=pump, daemon=True)
         thread.start()
-        if not started.wait(timeout) or not ports:
+        if not started.wait(timeout) or not ports_line[0]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+            thread.join(5)
             raise AssertionError("sidecar did not start:\n" + "".join(log))
-        health, grpc_port, metrics = ports
-        assert health is not None
+        ports = parse_ports(ports_line[0])
         host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(bind, bind)
-        return cls(proc, health, grpc_port, metrics, tag, host, log, thread)
+        return cls(proc, ports.health, ports.grpc, ports.metrics, tag, host, log, thread)
 
     def terminate(self) -> None:
         self.proc.send_signal(signal.SIGTERM)

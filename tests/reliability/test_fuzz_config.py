@@ -28,14 +28,14 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sidecar.k8s_schema import INT32_MAX
 
 from probes import build_probe
 from probes.spec import ExecSpec, HttpGetSpec
-from sidecar.config import load_config
+from sidecar.config.loader import load_config
 from sidecar.errors import ConfigError
-from sidecar.k8s_schema import INT32_MAX
-from sidecar.settings import RunSettings
-from sidecar.spec import SidecarConfig
+from sidecar.model import SidecarConfig
+from sidecar.runtime.settings import RunSettings
 from tests.reliability.fuzz_inputs import CORPUS, EDIT_TEXT, EDITS, fuzz_examples_per_test, mutate
 
 _FUZZ = settings(max_examples=fuzz_examples_per_test(250), deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -259,10 +259,7 @@ def test_accepted_probes_really_run(fuzz_examples: Counter[str]) -> None:
         for spec in config.containers:
             assert spec.handler is not None
             probe = build_probe(spec.handler)
-            try:
-                results.append((await probe.attempt(0.5)).message)
-            finally:
-                await probe.close()
+            results.append((await probe.attempt(0.5)).message)
         return results
 
     messages = asyncio.run(attempt_all())

@@ -28,10 +28,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sidecar import cli
-from sidecar.admission import MAX_WARNING_CHARS, MAX_WARNINGS, review_reply
+from sidecar.config.documents import load_documents
 from sidecar.errors import ConfigError
-from sidecar.inject import InjectOptions, inject_object
-from sidecar.manifests import load_documents
+from sidecar.k8s.admission import MAX_WARNING_CHARS, MAX_WARNINGS, review_reply
+from sidecar.k8s.inject import InjectOptions, inject_object
 from tests.reliability.fuzz_inputs import CORPUS, EDITS, ODD, POD_SPECS, WORKLOADS, fuzz_examples_per_test, mutate
 
 _FUZZ = settings(max_examples=fuzz_examples_per_test(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -34,8 +34,8 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from probes.result import MAX_MESSAGE_CHARS
-from sidecar.inject import SIDECAR_NAME, InjectOptions, inject_object
-from sidecar.webhook import MAX_REVIEW_BYTES
+from sidecar.k8s.inject import SIDECAR_NAME, InjectOptions, inject_object
+from sidecar.k8s.webhook import MAX_REVIEW_BYTES
 from tests.conftest import REPO
 from tests.reliability import procfs
 from tests.reliability.hostile import BODY_MARKER, OUTPUT_MARKER, REDIRECT_HOST, HostileFleet, short_printable

@@ -44,7 +44,6 @@ def test_every_probe_type_works_under_uvloop() -> None:
             for name, spec in specs.items():
                 probe = build_probe(spec)
                 result = await probe.attempt(0.5)
-                await probe.close()
                 results[name] = (result.outcome, result.message)
         await server.stop(None)
         await target.stop()

@@ -14,14 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from probes.spec import ExecSpec, GrpcSpec, HttpGetSpec, TcpSocketSpec
-from sidecar.config import load_config
-from sidecar.containers import NOT_REQUIRED_ANNOTATION
+from sidecar.config.documents import load_documents
+from sidecar.config.loader import load_config
+from sidecar.config.pod_template import find_pod_specs, is_knative
+from sidecar.contract import NOT_REQUIRED_ANNOTATION
 from sidecar.errors import ConfigError
-from sidecar.manifests import find_pod_specs, is_knative, load_documents
-from sidecar.spec import ContainerSpec, ProbeTiming, SidecarConfig
-from tests.conftest import PEER_MANIFESTS, SHARED
+from sidecar.model import ContainerSpec, ProbeTiming, SidecarConfig
+from tests.conftest import DATA, PEER_MANIFESTS, SHARED
 
-DATA = Path(__file__).parent / "data"
 SEEDS = SHARED / "seeds"
 
 # Knative's own encodings of SERVING_READINESS_PROBE (peer-manifests/SOURCES.md).
@@ -139,7 +139,7 @@ def test_seed_fixture_reproduces_the_seed_text_line_for_line(seed: str, filename
 def test_knative_single_probe_string_is_container_0() -> None:
     config = load_config(environ={"SERVING_READINESS_PROBE": KNATIVE_SINGLE})
     assert config.containers == (
-        ContainerSpec("container-0", TcpSocketSpec(port=8080), origin="SERVING_READINESS_PROBE"),
+        ContainerSpec("container-0", TcpSocketSpec(port=8080)),
     )
     assert config.sources == ("SERVING_READINESS_PROBE",)
 
@@ -216,11 +216,12 @@ def test_sources_merge_by_name_and_higher_precedence_wins(tmp_path: Path, monkey
         "SERVING_READINESS_PROBE",
     )
     # Lowest precedence sets the order; an override keeps its slot; new names go last.
-    assert [(spec.name, spec.handler, spec.origin) for spec in config.containers] == [
-        ("container-0", TcpSocketSpec(port=8080), "SERVING_READINESS_PROBE"),
-        ("web", HttpGetSpec(port=8080, path="/ready"), "c.yaml"),
-        ("db", TcpSocketSpec(port=5433), "--probe"),
-        ("extra", TcpSocketSpec(port=9000), "--probe"),
+    # Each source probes a different target, so the handler says which source won.
+    assert [(spec.name, spec.handler) for spec in config.containers] == [
+        ("container-0", TcpSocketSpec(port=8080)),  # SERVING_READINESS_PROBE
+        ("web", HttpGetSpec(port=8080, path="/ready")),  # c.yaml over READINESS_SIDECAR_CONFIG's port 1
+        ("db", TcpSocketSpec(port=5433)),  # --probe over c.yaml
+        ("extra", TcpSocketSpec(port=9000)),  # --probe
     ]
 
 
@@ -303,7 +304,7 @@ def test_named_and_digit_string_ports_resolve(tmp_path: Path, monkeypatch: pytes
     config = load_in(tmp_path, monkeypatch, {"d.yaml": deployment}, config_file="d.yaml")
     assert by_name(config)["app"].handler == HttpGetSpec(port=9901, path="ready", host="::1", scheme="https")
     assert by_name(config)["db"].handler == TcpSocketSpec(port=5432)
-    assert by_name(config)["app"].origin == "d.yaml: Deployment/web"
+    assert config.sources == ("d.yaml",)
 
 
 def test_native_sidecars_count_and_plain_init_containers_do_not(
@@ -439,9 +440,8 @@ def test_one_pod_template_among_other_objects_is_used(tmp_path: Path, monkeypatc
             spec: {template: {spec: {containers: [{name: pg, ports: [{containerPort: 5432}]}]}}}
     """
     config = load_in(tmp_path, monkeypatch, {"all.yaml": text}, config_file="all.yaml")
-    assert [(s.name, s.handler, s.origin) for s in config.containers] == [
-        ("pg", TcpSocketSpec(port=5432), "all.yaml: StatefulSet/db"),
-    ]
+    assert [(s.name, s.handler) for s in config.containers] == [("pg", TcpSocketSpec(port=5432))]
+    assert config.sources == ("all.yaml",)
 
 
 # -- manifests module -------------------------------------------------------------------------
@@ -655,7 +655,7 @@ BAD_INPUTS = [
     ),
     pytest.param(
         {P: _deployment("{name: app, ports: [{containerPort: 1}]}, {name: app, image: b}")},
-        'pod.yaml: Deployment/web: container "app": duplicate container name',
+        'pod.yaml: Deployment/web: spec.template.spec.containers[1].name: duplicate container name "app"',
         id="duplicate-names-in-pod",
     ),
     pytest.param(

@@ -13,15 +13,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from probes.spec import HttpGetSpec, TcpSocketSpec
 from sidecar.app import Sidecar
-from sidecar.settings import RunSettings
-from sidecar.spec import ContainerSpec, ProbeTiming, SidecarConfig
+from sidecar.model import ContainerSpec, ProbeTiming, SidecarConfig
+from sidecar.runtime.scheduler import AggressivePolicy
+from sidecar.runtime.settings import RunSettings
 from tests.target_apps import FlipTarget
 
 SETTINGS = RunSettings(health_port=0, grpc_port=None, metrics_port=0, bind="127.0.0.1",
-                       steady_period=0.05)
+                       aggressive=AggressivePolicy(steady_period=0.05))
 NEVER = ProbeTiming(initial_delay=3600.0)  # a container whose first attempt never comes in a test
 
-# DESIGN §7's stable names (plus the documented extra), with the TYPE each must have.
+# The stable metric names (plus the documented extras), with the TYPE each must have.
 EXPECTED_TYPES = {
     "readiness_probe_duration_seconds": "histogram",
     "readiness_probe_total": "counter",

@@ -6,6 +6,7 @@ generous bounds (timing itself is measured in benchmarks/)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -14,10 +15,13 @@ import pytest
 from probes import build_probe
 from probes.result import ProbeResult
 from probes.spec import ExecSpec, HttpGetSpec
-from sidecar.scheduler import AggressivePolicy, ContainerScheduler
-from sidecar.spec import ContainerSpec, ProbeTiming
-from sidecar.state import AggregateState, ContainerState, StateObserver, Transition
+from sidecar.model import ContainerSpec, ProbeTiming
+from sidecar.runtime.attempt import GuardedProbe
+from sidecar.runtime.scheduler import AggressivePolicy, ContainerScheduler
+from sidecar.runtime.state import AggregateState, ContainerState, StateObserver, Transition
 from tests.target_apps import FlipTarget
+
+LOGGER = logging.getLogger("readiness_sidecar.test")
 
 
 class TransitionRecorder(StateObserver):
@@ -39,7 +43,8 @@ async def run_schedulers(state: AggregateState, policy: AggressivePolicy) -> lis
     tasks = []
     for name, c in state.containers.items():
         assert c.spec.handler is not None
-        scheduler = ContainerScheduler(state, name, build_probe(c.spec.handler), policy)
+        probe = GuardedProbe(build_probe(c.spec.handler), name, LOGGER)
+        scheduler = ContainerScheduler(state, c.spec, probe, policy, LOGGER)
         tasks.append(asyncio.create_task(scheduler.run()))
     return tasks
 

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, require_peer
-from tests.podman_stack import (
+from tests.system.podman_stack import (
     CA_BUNDLE,
     ComposeStack,
     build_image,

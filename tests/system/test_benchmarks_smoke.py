@@ -17,7 +17,7 @@ import pytest
 
 from benchmarks.proc_usage import has_loaded
 from benchmarks.prom_text import HistogramDelta, Scrape
-from benchmarks.sidecar_process import SidecarProcess, container
+from benchmarks.sidecar_process import container, start_sidecar
 from benchmarks.wrk_runner import parse_wrk
 from tests.conftest import REPO, sidecar_cmd
 
@@ -50,7 +50,7 @@ HAS_UVLOOP = importlib.util.find_spec("uvloop") is not None
 @pytest.mark.parametrize("loop", ["asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(
     not HAS_UVLOOP, reason="uvloop not installed"))])
 async def test_sidecar_runs_the_loop_the_benchmark_asks_for(tmp_path: Path, loop: str) -> None:
-    sidecar = await SidecarProcess.start(
+    sidecar = await start_sidecar(
         [container("app", {"tcpSocket": {"host": "127.0.0.1", "port": 1}})], tmp_path, loop=loop
     )
     try:

@@ -15,9 +15,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from probes.result import Outcome, ProbeResult
 from probes.spec import GrpcSpec, TcpSocketSpec
-from sidecar.grpc_server import MAX_REQUEST_BYTES, GrpcHealthServer
-from sidecar.spec import ContainerSpec, ProbeTiming
-from sidecar.state import AggregateState
+from sidecar.model import ContainerSpec, ProbeTiming
+from sidecar.runtime.state import AggregateState
+from sidecar.serve.health_grpc import MAX_REQUEST_BYTES, GrpcHealthServer
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -253,15 +253,11 @@ async def test_kubelet_grpc_probe_sees_aggregate_and_container(served: Served) -
     aggregate = GrpcHealthProbe(GrpcSpec(port=served.port))
     app = GrpcHealthProbe(GrpcSpec(port=served.port, service="app"))
     unknown = GrpcHealthProbe(GrpcSpec(port=served.port, service="no-such-container"))
-    try:
-        assert (await aggregate.attempt(timeout=1.0)).outcome is Outcome.FAILURE
-        succeed(served.state, "app")
-        assert (await aggregate.attempt(timeout=1.0)).outcome is Outcome.SUCCESS
-        assert (await app.attempt(timeout=1.0)).outcome is Outcome.SUCCESS
-        assert (await unknown.attempt(timeout=1.0)).outcome is Outcome.FAILURE
-        served.state.set_draining(True)
-        assert (await aggregate.attempt(timeout=1.0)).outcome is Outcome.FAILURE
-        assert (await app.attempt(timeout=1.0)).outcome is Outcome.SUCCESS
-    finally:
-        for probe in (aggregate, app, unknown):
-            await probe.close()
+    assert (await aggregate.attempt(timeout=1.0)).outcome is Outcome.FAILURE
+    succeed(served.state, "app")
+    assert (await aggregate.attempt(timeout=1.0)).outcome is Outcome.SUCCESS
+    assert (await app.attempt(timeout=1.0)).outcome is Outcome.SUCCESS
+    assert (await unknown.attempt(timeout=1.0)).outcome is Outcome.FAILURE
+    served.state.set_draining(True)
+    assert (await aggregate.attempt(timeout=1.0)).outcome is Outcome.FAILURE
+    assert (await app.attempt(timeout=1.0)).outcome is Outcome.SUCCESS

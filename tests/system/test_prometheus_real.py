@@ -18,9 +18,9 @@ import yaml
 
 from probes.spec import HttpGetSpec, TcpSocketSpec
 from sidecar.app import Sidecar
-from sidecar.config import load_config
-from sidecar.settings import RunSettings
-from sidecar.spec import ContainerSpec, ProbeTiming, SidecarConfig
+from sidecar.config.loader import load_config
+from sidecar.model import ContainerSpec, ProbeTiming, SidecarConfig
+from sidecar.runtime.settings import RunSettings
 from tests.conftest import REPO, require_peer
 from tests.sidecar_process import SidecarProcess
 from tests.target_apps import FlipTarget

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -78,7 +79,7 @@ async def test_sigterm_drains_while_serving_then_exits_zero_leaving_no_children(
     assert any("drain complete" in line for line in car.log)
 
 
-async def test_port_zero_picks_free_ports_and_logs_them_in_one_line() -> None:
+async def test_port_zero_picks_free_ports_and_reports_them() -> None:
     car = await SidecarProcess.start(
         "--health-port", "0", "--grpc-port", "0", "--metrics-port", "off", "--drain-seconds", "0",
         env={"SERVING_READINESS_PROBE": ""},
@@ -102,7 +103,8 @@ async def test_every_flag_has_an_env_var() -> None:
     )
     try:
         assert car.grpc_port is None and car.metrics_port is None
-        assert car.log[-1].startswith("{"), "json log format from the env var"
+        line = await car.wait_for_log(lambda line: "listening" in line)
+        assert json.loads(line)["level"] == "info", "json log format from the env var"
     finally:
         car.terminate()
         await car.wait()

@@ -16,7 +16,7 @@ from grpc_health.v1.health import aio as health_aio
 
 from probes.grpc_health import MAX_RESPONSE_BYTES, GrpcHealthProbe
 from probes.result import MAX_MESSAGE_CHARS, Outcome
-from probes.spec import KUBE_PROBE_USER_AGENT, GrpcSpec
+from probes.spec import KUBE_PROBE_USER_AGENT, GrpcSpec, join_host_port
 
 TIMEOUT = 0.3
 # Time an attempt may take beyond its timeout: scheduling noise, closing the channel.
@@ -43,7 +43,7 @@ async def serve(*handlers: Any, host: str = "127.0.0.1") -> tuple[grpc.aio.Serve
     server = grpc.aio.server()
     if handlers:
         server.add_generic_rpc_handlers(handlers)
-    port = server.add_insecure_port(f"[{host}]:0" if ":" in host else f"{host}:0")
+    port = server.add_insecure_port(join_host_port(host, 0))
     await server.start()
     return server, port
 
@@ -75,10 +75,7 @@ def unused_port() -> int:
 
 async def attempt(port: int, service: str = "", host: str = "127.0.0.1") -> Any:
     probe = GrpcHealthProbe(GrpcSpec(port=port, service=service, host=host))
-    try:
-        return await probe.attempt(timeout=TIMEOUT)
-    finally:
-        await probe.close()
+    return await probe.attempt(timeout=TIMEOUT)
 
 
 async def test_serving_is_success(health: tuple[RecordingHealth, int]) -> None:

@@ -160,10 +160,7 @@ async def _probe(
 ) -> ProbeResult:
     spec = HttpGetSpec(port=port, path=path, host=host, scheme=scheme, headers=headers)
     probe = HttpGetProbe(spec)
-    try:
-        return await probe.attempt(TIMEOUT)
-    finally:
-        await probe.close()
+    return await probe.attempt(TIMEOUT)
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:

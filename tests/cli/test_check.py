@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import subprocess
 import time
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.check import check_once, exit_code
-from sidecar.config import load_config
+from sidecar.config.loader import load_config
+from sidecar.runtime.attempt import check_exit_code, check_once
 from tests.conftest import PEER_MANIFESTS, sidecar_cmd
 from tests.target_apps import FlipTarget
 
@@ -109,10 +110,10 @@ async def test_twenty_300ms_probes_run_in_parallel() -> None:
         flags = [f"c{i}={slow.url};timeout=2s" for i in range(20)]
         config = load_config(probe_flags=flags, environ={})
         start = time.monotonic()
-        rows = await check_once(config)
+        rows = await check_once(config, logging.getLogger("readiness_sidecar.test"))
         elapsed = time.monotonic() - start
     finally:
         await slow.stop()
-    assert exit_code(rows) == 0 and len(rows) == 20
+    assert check_exit_code(rows) == 0 and len(rows) == 20
     # Sequential would be 6 s; a parallel round costs about one probe.
     assert elapsed < 1.0, f"20 x 300 ms took {elapsed:.2f}s"

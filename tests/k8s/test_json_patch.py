@@ -9,7 +9,7 @@ import jsonpatch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.json_patch import json_equal, json_patch, pointer_token
+from sidecar.k8s.json_patch import json_equal, json_patch, pointer_token
 
 # A small key alphabet, so that two drawn documents share keys and the diff recurses; "~" and "/" need escaping.
 KEYS = st.sampled_from(["a", "b", "~", "/", "a/b", "~1", "~0/", ""])

@@ -25,12 +25,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sidecar.admission import review_reply
-from sidecar.cli import build_parser
-from sidecar.inject import InjectOptions, inject_object
-from sidecar.manifests import load_documents
-from sidecar.tls_reload import TlsFiles
-from sidecar.webhook import MAX_REVIEW_BYTES, WebhookServer
+from sidecar.cli.parser import build_parser
+from sidecar.config.documents import load_documents
+from sidecar.k8s.admission import review_reply
+from sidecar.k8s.inject import InjectOptions, inject_object
+from sidecar.k8s.tls_reload import TlsFiles
+from sidecar.k8s.webhook import MAX_REVIEW_BYTES, WebhookServer
 from tests.conftest import PEER_MANIFESTS, REPO, require_peer, sidecar_cmd
 
 POD_GVK = {"group": "", "version": "v1", "kind": "Pod"}

@@ -10,8 +10,9 @@ import aiohttp
 import pytest
 
 from sidecar.app import Sidecar
-from sidecar.config import CONFIG_ENV, load_config
-from sidecar.settings import RunSettings
+from sidecar.config.loader import load_config
+from sidecar.contract import CONFIG_ENV
+from sidecar.runtime.settings import RunSettings
 from tests.target_apps import FlipTarget
 
 SETTINGS = RunSettings(health_port=0, grpc_port=None, metrics_port=None, bind="127.0.0.1", drain_seconds=0.5)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from probes import Probe, build_probe
-from sidecar.demo import Demo, DemoStartError, start_demo
+from sidecar.demo.launcher import Demo, DemoStartError, start_demo
 from tests.conftest import REPO
 
 
@@ -38,7 +38,7 @@ def _our_demo_children() -> list[int]:
         except OSError:
             continue
         state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if int(ppid) == os.getpid() and state != "Z" and b"sidecar.demo_apps" in cmdline:
+        if int(ppid) == os.getpid() and state != "Z" and b"sidecar.demo" in cmdline:
             found.append(int(entry.name))
     return found
 
@@ -56,18 +56,14 @@ async def _watch(
     seen: dict[str, list[tuple[float, bool]]] = {name: [] for name in probes}
     start = time.monotonic()
     end = seconds
-    try:
-        while (now := time.monotonic() - start) < end:
-            results = await asyncio.gather(*(p.attempt(1.0) for p in probes.values()))
-            for name, result in zip(probes, results, strict=True):
-                if not seen[name] or seen[name][-1][1] != result.outcome.ok:
-                    seen[name].append((now, result.outcome.ok))
-            if until_ready and all(seen[name][-1][1] for name in until_ready):
-                end = min(end, now + 0.3)
-            await asyncio.sleep(0.05)
-    finally:
-        for probe in probes.values():
-            await probe.close()
+    while (now := time.monotonic() - start) < end:
+        results = await asyncio.gather(*(p.attempt(1.0) for p in probes.values()))
+        for name, result in zip(probes, results, strict=True):
+            if not seen[name] or seen[name][-1][1] != result.outcome.ok:
+                seen[name].append((now, result.outcome.ok))
+        if until_ready and all(seen[name][-1][1] for name in until_ready):
+            end = min(end, now + 0.3)
+        await asyncio.sleep(0.05)
     return seen
 
 
@@ -79,8 +75,8 @@ async def test_demo_watches_one_container_of_every_probe_type() -> None:
         targets = {c.name: c.handler.target for c in demo.config.containers if c.handler}
         assert targets["web"].endswith("/healthz")
         assert targets["file"] == f"exec:test -f {demo.ready_file}"
-        assert all(c.required and c.origin == "--demo" for c in demo.config.containers)
-        assert len(demo.describe()) == 4
+        assert all(c.required for c in demo.config.containers)
+        assert demo.config.sources == ("--demo",)
     finally:
         await demo.close()
 
@@ -136,7 +132,7 @@ async def test_failed_start_stops_the_apps_already_started(
 
 _DEMO_THEN_HANG = """
 import asyncio
-from sidecar.demo import start_demo
+from sidecar.demo.launcher import start_demo
 
 async def main():
     demo = await start_demo()

@@ -13,10 +13,13 @@ import pytest
 import yaml
 
 from probes.spec import ExecSpec, TcpSocketSpec
-from sidecar.config import CONFIG_ENV, load_config
-from sidecar.container_names import USER_CONTAINER_NAME, knative_default_names
+from sidecar.config.documents import dump_documents, load_documents
+from sidecar.config.loader import load_config
+from sidecar.config.names import USER_CONTAINER_NAME, knative_default_names
+from sidecar.config.pod_template import find_pod_specs
+from sidecar.contract import CONFIG_ENV
 from sidecar.errors import ConfigError
-from sidecar.inject import (
+from sidecar.k8s.inject import (
     MIN_GRACE_SECONDS,
     SIDECAR_NAME,
     STATUS_ANNOTATION,
@@ -24,9 +27,7 @@ from sidecar.inject import (
     inject_documents,
     inject_object,
 )
-from sidecar.manifest_io import dump_documents
-from sidecar.manifests import find_pod_specs, load_documents
-from sidecar.spec import ContainerSpec
+from sidecar.model import ContainerSpec
 from tests.conftest import PEER_MANIFESTS, REPO, sidecar_cmd
 
 DATA = REPO / "tests" / "data"
@@ -138,7 +139,7 @@ def test_injected_config_loads_back_to_the_same_probes_as_the_original_manifest(
     (env,) = sidecar_of(pod_spec)["env"]
     reloaded = load_config(environ={CONFIG_ENV: env["value"]})
     assert observed(reloaded.containers) == observed(original.containers)
-    assert reloaded.containers[0].origin == CONFIG_ENV
+    assert reloaded.sources == (CONFIG_ENV,)
 
 
 def test_rich_round_trip_covers_https_headers_host_timing_grpc_service_and_not_required() -> None:

@@ -133,7 +133,7 @@ class PodProcesses:
 
     async def start_demo_app(self, name: str, module: str, *args: str) -> None:
         process = await self.start(
-            name, sys.executable, "-m", f"sidecar.demo_apps.{module}", *args, read_stdout=True
+            name, sys.executable, "-m", f"sidecar.demo.{module}", *args, read_stdout=True
         )
         assert process.stdout is not None
         async with asyncio.timeout(START_TIMEOUT):

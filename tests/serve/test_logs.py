@@ -8,9 +8,9 @@ import logging
 
 from probes.result import Outcome, ProbeResult
 from probes.spec import TcpSocketSpec
-from sidecar.logs import SUMMARY_EVERY, TransitionLogger, setup_logging
-from sidecar.spec import ContainerSpec, ProbeTiming
-from sidecar.state import AggregateState, Clock
+from sidecar.model import ContainerSpec, ProbeTiming
+from sidecar.runtime.state import AggregateState, Clock
+from sidecar.serve.logs import SUMMARY_EVERY, TransitionLogger, setup_logging
 
 FAIL = ProbeResult(Outcome.FAILURE, "connect ECONNREFUSED 127.0.0.1:8080", 0.0001)
 OK = ProbeResult(Outcome.SUCCESS, "HTTP 200", 0.0003)
@@ -33,7 +33,7 @@ def logged_state(log_format: str = "text") -> tuple[AggregateState, FakeTime, io
     logger.handlers[0].setStream(stream)
     spec = ContainerSpec("app", TcpSocketSpec(port=8080), ProbeTiming(failure_threshold=1))
     state = AggregateState([spec], clock=clock)
-    state.observers.append(TransitionLogger(logger, clock))
+    state.observe(TransitionLogger(logger, clock))
     return state, fake, stream
 
 

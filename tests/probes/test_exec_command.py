@@ -82,10 +82,7 @@ def read_pids(path: Path, count: int = 2) -> list[int]:
 
 async def attempt(*command: str, within: float = TIMEOUT) -> ProbeResult:
     probe = ExecProbe(ExecSpec(command=command))
-    try:
-        return await probe.attempt(timeout=within)
-    finally:
-        await probe.close()
+    return await probe.attempt(timeout=within)
 
 
 async def test_exit_zero_is_success() -> None:

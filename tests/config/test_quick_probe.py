@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from probes.spec import ExecSpec, GrpcSpec, HandlerSpec, HttpGetSpec, TcpSocketSpec
+from sidecar.config.quick_probe import OPTIONS, parse_probe_flag
 from sidecar.errors import ConfigError
-from sidecar.quick_probe import OPTIONS, parse_probe_flag
-from sidecar.spec import ProbeTiming
+from sidecar.model import ProbeTiming
 
 
 @pytest.mark.parametrize(
@@ -31,12 +31,11 @@ from sidecar.spec import ProbeTiming
 )
 def test_spec_forms(flag: str, handler: HandlerSpec) -> None:
     spec = parse_probe_flag(flag)
-    assert (spec.name, spec.handler, spec.timing, spec.required, spec.origin) == (
+    assert (spec.name, spec.handler, spec.timing, spec.required) == (
         flag.partition("=")[0],
         handler,
         ProbeTiming(),
         True,
-        "--probe",
     )
 
 
