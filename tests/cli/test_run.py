@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import aiohttp
 
@@ -131,3 +133,47 @@ def test_python_dash_m_sidecar_works(sidecar_env: dict[str, str]) -> None:
     proc = subprocess.run([sys.executable, "-m", "sidecar", "--version"], capture_output=True,
                           text=True, env=sidecar_env, timeout=30)
     assert proc.returncode == 0 and proc.stdout.startswith("readiness-sidecar ")
+
+
+def test_ports_file_holds_the_bound_ports_as_one_json_line(sidecar_env: dict[str, str], tmp_path: Path) -> None:
+    ports_file = tmp_path / "ports.json"
+    proc = subprocess.Popen(
+        sidecar_cmd("run", "--bind", "127.0.0.1", "--health-port", "0", "--grpc-port", "off", "--metrics-port", "0",
+                    "--drain-seconds", "0", "--ports-file", str(ports_file)),
+        env={**sidecar_env, "SERVING_READINESS_PROBE": ""}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not ports_file.exists():  # it appears whole, by rename
+            assert time.monotonic() < deadline and proc.poll() is None, "no ports file"
+            time.sleep(0.02)
+        text = ports_file.read_text()
+        assert text.count("\n") == 1 and text.endswith("\n")
+        ports = json.loads(text)
+        assert ports["grpc"] is None and ports["health"] > 0 and ports["metrics"] > 0
+        for port, path in ((ports["health"], "/healthz"), (ports["metrics"], "/metrics")):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            connection.request("GET", path)
+            assert connection.getresponse().status == 200, "the ports in the file are the ones that answer"
+            connection.close()
+        assert not list(tmp_path.glob(".*.tmp")), "written aside, then renamed: no partial file left"
+        proc.terminate()
+        stdout, _ = proc.communicate(timeout=10)
+        assert proc.returncode == 0 and stdout == b"", "a ports file, not stdout"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_an_unwritable_ports_file_is_one_line_and_exit_2(sidecar_env: dict[str, str], tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dir" / "ports.json"
+    done = subprocess.run(
+        sidecar_cmd("run", "--bind", "127.0.0.1", "--health-port", "0", "--grpc-port", "off", "--metrics-port", "off",
+                    "--drain-seconds", "0", "--ports-file", str(missing)),
+        env={**sidecar_env, "SERVING_READINESS_PROBE": ""}, capture_output=True, text=True, timeout=30,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == f"--ports-file {missing}: cannot write: No such file or directory"
+    assert "Traceback" not in done.stderr

@@ -1,6 +1,6 @@
 """Bad input, fuzzed: config files, `--probe` flags, Knative's env format and run settings.
 
-tests/test_config_loading.py and tests/test_quick_probe.py already fuzz generic
+tests/config/test_loader.py and tests/config/test_quick_probe.py already fuzz generic
 structures and a soup of flag pieces. These add what they leave out:
 
 - mutations of the project's real manifests (text edits a YAML parser and the loader
@@ -19,6 +19,7 @@ Each example is counted in the session's `fuzz_examples` tally (printed with -s)
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 from collections import Counter
@@ -28,11 +29,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sidecar.k8s_schema import INT32_MAX
 
 from probes import build_probe
 from probes.spec import ExecSpec, HttpGetSpec
 from sidecar.config.loader import load_config
+from sidecar.config.schema import INT32_MAX
 from sidecar.errors import ConfigError
 from sidecar.model import SidecarConfig
 from sidecar.runtime.settings import RunSettings
@@ -225,12 +226,14 @@ def test_run_settings_are_valid_and_finite_or_one_config_error(
     except ConfigError as err:
         assert "\n" not in str(err) and str(err).startswith("--"), str(err)
         return
-    for name in RunSettings.fields():
-        value = getattr(result, name)
+    values = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+    policy = result.aggressive
+    values.update({f"aggressive.{f.name}": getattr(policy, f.name) for f in dataclasses.fields(policy)})
+    for name, value in values.items():
         if isinstance(value, float):
             # An endless drain or period is a typo, not a setting: it must be refused.
             assert math.isfinite(value) and value >= 0, (name, value)
-    assert result.aggressive_interval > 0 and result.steady_period > 0
+    assert result.aggressive.interval > 0 and result.aggressive.steady_period > 0
 
 
 def test_an_endless_duration_setting_is_refused_naming_the_flag() -> None:

@@ -6,7 +6,7 @@ must end in exit 0, 1 or 2 with printable stderr lines, exactly one of them for 
 and never an exception. What `inject` writes must load again and must not change when
 injected a second time. The webhook must admit every pod, whatever the review holds.
 
-tests/test_webhook.py fuzzes plausible pods for the patch's correctness; here the pods
+tests/k8s/test_webhook.py fuzzes plausible pods for the patch's correctness; here the pods
 and the review around them are malformed at every level.
 """
 

@@ -7,7 +7,7 @@ the hostile ones were not there. The sidecar runs as a child subreaper, as PID 1
 container is, so exec probes' orphans become its children and must be reaped. It runs
 once per event loop installed (asyncio always; uvloop where the extra is installed).
 
-The single-probe versions of these cases are in tests/test_probe_*.py; what is new here
+The single-probe versions of these cases are in tests/probes/test_*.py; what is new here
 is that they all run at once, at aggressive intervals, inside the real process.
 """
 

@@ -1,4 +1,4 @@
-"""Podman plumbing for tests/test_container_image.py: base image, image build, compose stack.
+"""Podman plumbing for tests/system/test_container_image.py: base image, image build, compose stack.
 
     base = ensure_base_image(workdir, timings)         # debootstrap + podman import, or reuse the tag
     image = build_image(base)                          # the real Dockerfile, FROM that base

@@ -209,26 +209,22 @@ async def test_pod_readiness_follows_its_containers_as_seen_from_the_node(
     pod_ip = pod.pod.pod_ip
     ready = build_probe(HttpGetSpec(port=HEALTH_PORT, path="/ready", host=pod_ip))
     grpc_ready = build_probe(GrpcSpec(port=GRPC_HEALTH_PORT, host=pod_ip, service=""))
-    try:
-        result, took = await _wait_for(ready, _ok, START_TIMEOUT)
-        assert result.message == "HTTP 200", f"never ready ({result.message}):\n{pod.logs()}"
-        result, _ = await _wait_for(grpc_ready, _ok, CHANGE_TIMEOUT)
-        assert result.message == "grpc SERVING", pod.logs()
-        print(f"pod ready {took:.2f}s after start")
+    result, took = await _wait_for(ready, _ok, START_TIMEOUT)
+    assert result.message == "HTTP 200", f"never ready ({result.message}):\n{pod.logs()}"
+    result, _ = await _wait_for(grpc_ready, _ok, CHANGE_TIMEOUT)
+    assert result.message == "grpc SERVING", pod.logs()
+    print(f"pod ready {took:.2f}s after start")
 
-        await pod.kill("web")
-        result, took = await _wait_for(ready, _http_503, CHANGE_TIMEOUT)
-        assert result.message == "HTTP 503", f"still {result.message} {took:.1f}s after kill:\n{pod.logs()}"
-        result, _ = await _wait_for(grpc_ready, _grpc_not_serving, CHANGE_TIMEOUT)
-        assert result.message == "grpc NOT_SERVING", pod.logs()
-        print(f"pod unready {took:.2f}s after the app was killed")
+    await pod.kill("web")
+    result, took = await _wait_for(ready, _http_503, CHANGE_TIMEOUT)
+    assert result.message == "HTTP 503", f"still {result.message} {took:.1f}s after kill:\n{pod.logs()}"
+    result, _ = await _wait_for(grpc_ready, _grpc_not_serving, CHANGE_TIMEOUT)
+    assert result.message == "grpc NOT_SERVING", pod.logs()
+    print(f"pod unready {took:.2f}s after the app was killed")
 
-        await pod.start_demo_app(*http_app)
-        result, took = await _wait_for(ready, _ok, CHANGE_TIMEOUT)
-        assert result.message == "HTTP 200", f"not ready again ({result.message}):\n{pod.logs()}"
-        result, _ = await _wait_for(grpc_ready, _ok, CHANGE_TIMEOUT)
-        assert result.message == "grpc SERVING", pod.logs()
-        print(f"pod ready again {took:.2f}s after the app came back (its ready-after is 1s)")
-    finally:
-        await ready.close()
-        await grpc_ready.close()
+    await pod.start_demo_app(*http_app)
+    result, took = await _wait_for(ready, _ok, CHANGE_TIMEOUT)
+    assert result.message == "HTTP 200", f"not ready again ({result.message}):\n{pod.logs()}"
+    result, _ = await _wait_for(grpc_ready, _ok, CHANGE_TIMEOUT)
+    assert result.message == "grpc SERVING", pod.logs()
+    print(f"pod ready again {took:.2f}s after the app came back (its ready-after is 1s)")

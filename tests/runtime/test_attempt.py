@@ -1,0 +1,82 @@
+"""One guarded attempt: the rule that a probe's exception never escapes, kept once, by the caller.
+
+The kubelet's worker survives a crashing probe the same way (pkg/kubelet/prober/worker.go:
+`defer runtime.HandleCrash(...)` around doProbe, and `keepGoing` after it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from probes import HandlerSpec, ProbeResult
+from probes.spec import HttpGetSpec, TcpSocketSpec
+from sidecar.model import ContainerSpec
+from sidecar.runtime.attempt import CRASH_LOG_EVERY, GuardedProbe, LivenessChecks
+from tests.target_apps import FlipTarget
+
+LOGGER = logging.getLogger("readiness_sidecar.test")
+
+
+class ExplodingProbe:
+    """A probe with a bug: what the guard exists for."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self.spec: HandlerSpec = TcpSocketSpec(port=1)
+        self.calls = 0
+
+    async def attempt(self, timeout: float) -> ProbeResult:
+        self.calls += 1
+        raise self.error
+
+
+async def test_an_exception_is_a_failure_with_a_short_reason() -> None:
+    result = await GuardedProbe(ExplodingProbe(OSError(24, "Too many open files")), "app", LOGGER).attempt(1.0)
+    assert (result.outcome.value, result.message) == ("failure", "probe error: OSError")
+    assert result.duration >= 0
+
+
+async def test_a_crashing_probe_logs_once_per_window_not_once_per_attempt(caplog: pytest.LogCaptureFixture) -> None:
+    probe = ExplodingProbe(RuntimeError("bug"))
+    guarded = GuardedProbe(probe, "app", LOGGER)
+    with caplog.at_level(logging.ERROR, logger=LOGGER.name):
+        for _ in range(50):
+            await guarded.attempt(1.0)
+    assert probe.calls == 50
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1, lines
+    assert "app: probe error: RuntimeError('bug')" in lines[0] and f"{CRASH_LOG_EVERY:g}s" in lines[0]
+
+
+async def test_cancellation_is_not_swallowed() -> None:
+    with pytest.raises(asyncio.CancelledError):
+        await GuardedProbe(ExplodingProbe(asyncio.CancelledError()), "app", LOGGER).attempt(1.0)
+
+
+async def test_a_real_probe_passes_through_unchanged() -> None:
+    target = await FlipTarget.start(200)
+    try:
+        from probes import build_probe
+
+        spec = HttpGetSpec(port=target.port, path="/health")
+        result = await GuardedProbe(build_probe(spec), "app", LOGGER).attempt(1.0)
+    finally:
+        await target.stop()
+    assert (result.outcome.value, result.message) == ("success", "HTTP 200")
+
+
+async def test_concurrent_liveness_calls_share_one_attempt() -> None:
+    target = await FlipTarget.start(200, delay=0.2)
+    spec = ContainerSpec("app", TcpSocketSpec(port=target.port), liveness=HttpGetSpec(port=target.port, path="/health"))
+    checks = LivenessChecks([spec, ContainerSpec("db", TcpSocketSpec(port=1))], LOGGER)
+    try:
+        results = await asyncio.gather(*(checks.check("app") for _ in range(10)))
+        again = await checks.check("app")
+    finally:
+        await target.stop()
+    assert {r.message for r in results} == {"HTTP 200"} and again.message == "HTTP 200"
+    assert len(target.request_times) == 2, "ten concurrent callers, one request; a later call, a new one"
+    assert "app" in checks and "db" not in checks, "only containers with a liveness check have one"

@@ -1,0 +1,83 @@
+"""Drainer on its own: queue-proxy's drain (Knative pkg/queue/sharedmain, the preStop /wait-for-drain).
+
+SIGTERM makes the pod not ready at once and exits after the drain period; a preStop hook
+that arrives first starts the drain too, and is undone after 1 s if no SIGTERM follows
+(a container restarting under its liveness probe, not the pod going away).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from probes.result import Outcome, ProbeResult
+from probes.spec import TcpSocketSpec
+from sidecar.model import ContainerSpec
+from sidecar.runtime.drain import Drainer
+from sidecar.runtime.state import AggregateState
+
+
+def ready_state() -> AggregateState:
+    state = AggregateState([ContainerSpec("app", TcpSocketSpec(port=8080))])
+    state.record("app", ProbeResult(Outcome.SUCCESS, "connected", 0.001))
+    assert state.ready
+    return state
+
+
+async def test_begin_turns_not_ready_at_once_and_drains_after_the_period() -> None:
+    state = ready_state()
+    drainer = Drainer(state, drain_seconds=0.2)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    drainer.begin()
+    assert (state.ready, state.draining) == (False, True)
+    await asyncio.wait_for(drainer.drained.wait(), 5)
+    assert loop.time() - started >= 0.19
+
+
+async def test_a_second_signal_ends_the_drain_now() -> None:
+    drainer = Drainer(ready_state(), drain_seconds=3600)
+    drainer.begin()
+    assert not drainer.drained.is_set()
+    drainer.begin()
+    assert drainer.drained.is_set()
+
+
+async def test_prestop_waits_for_the_end_of_the_drain() -> None:
+    drainer = Drainer(ready_state(), drain_seconds=0.1)
+    hook = asyncio.create_task(drainer.wait_for_drain())
+    await asyncio.sleep(0.01)
+    assert not hook.done()
+    drainer.begin()
+    assert await asyncio.wait_for(hook, 5) == "drained"
+
+
+async def test_prestop_without_sigterm_drains_then_resets_readiness() -> None:
+    state = ready_state()
+    drainer = Drainer(state, drain_seconds=30, reset_after=0.1)
+    hook = asyncio.create_task(drainer.wait_for_drain())
+    await asyncio.sleep(0.01)
+    assert not state.ready, "the hook starts the drain: the SIGTERM usually follows within milliseconds"
+    assert await asyncio.wait_for(hook, 5) == "reset"
+    assert state.ready and not state.draining
+
+
+async def test_overlapping_prestops_reset_only_when_the_last_one_gives_up() -> None:
+    state = ready_state()
+    drainer = Drainer(state, drain_seconds=30, reset_after=0.15)
+    first = asyncio.create_task(drainer.wait_for_drain())
+    await asyncio.sleep(0.1)
+    second = asyncio.create_task(drainer.wait_for_drain())
+    assert await asyncio.wait_for(first, 5) == "reset"
+    assert state.draining, "the second hook still waits for its SIGTERM"
+    assert await asyncio.wait_for(second, 5) == "reset"
+    assert not state.draining and state.ready
+
+
+async def test_sigterm_during_a_prestop_wait_turns_it_into_a_full_drain() -> None:
+    state = ready_state()
+    drainer = Drainer(state, drain_seconds=0.1, reset_after=5)
+    hook = asyncio.create_task(drainer.wait_for_drain())
+    await asyncio.sleep(0.01)
+    drainer.begin()
+    assert await asyncio.wait_for(hook, 5) == "drained"
+    assert state.draining and not state.ready, "a pod going away never turns ready again"
