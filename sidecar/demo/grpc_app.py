@@ -15,11 +15,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from probes.spec import join_host_port
 from sidecar.demo.lifecycle import (
+    TimingFlag,
     announce_port,
-    demo_parser,
     log,
     positive_seconds,
-    run_app,
+    run_demo_app,
     wait_for_stop,
 )
 
@@ -63,13 +63,11 @@ async def serve(host: str, port: int, flip_every: float, exit_on_stdin_close: bo
         await server.stop(grace=None)
 
 
+TIMING = TimingFlag("--flip-every", positive_seconds, DEFAULT_FLIP_EVERY, "seconds between health flips, > 0")
+
+
 def main() -> None:
-    parser = demo_parser(__doc__.splitlines()[0] if __doc__ else APP, default_port=DEFAULT_PORT)
-    parser.add_argument("--flip-every", type=positive_seconds, default=DEFAULT_FLIP_EVERY,
-                        metavar="SECONDS",
-                        help=f"seconds between health flips, > 0 (default {DEFAULT_FLIP_EVERY:g})")
-    args = parser.parse_args()
-    run_app(APP, serve(args.host, args.port, args.flip_every, args.exit_on_stdin_close))
+    run_demo_app(APP, __doc__, DEFAULT_PORT, TIMING, serve)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ import time
 from aiohttp import web
 
 from sidecar.demo.lifecycle import (
+    TimingFlag,
     announce_port,
-    demo_parser,
     log,
     non_negative_seconds,
-    run_app,
+    run_demo_app,
     wait_for_stop,
 )
 
@@ -92,13 +92,13 @@ async def serve(host: str, port: int, ready_after: float, exit_on_stdin_close: b
         await runner.cleanup()
 
 
+TIMING = TimingFlag(
+    "--ready-after", non_negative_seconds, DEFAULT_READY_AFTER, "seconds from start until /healthz answers 200"
+)
+
+
 def main() -> None:
-    parser = demo_parser(__doc__.splitlines()[0] if __doc__ else APP, default_port=DEFAULT_PORT)
-    parser.add_argument("--ready-after", type=non_negative_seconds, default=DEFAULT_READY_AFTER,
-                        metavar="SECONDS",
-                        help=f"seconds from start until /healthz answers 200 (default {DEFAULT_READY_AFTER:g})")
-    args = parser.parse_args()
-    run_app(APP, serve(args.host, args.port, args.ready_after, args.exit_on_stdin_close))
+    run_demo_app(APP, __doc__, DEFAULT_PORT, TIMING, serve)
 
 
 if __name__ == "__main__":

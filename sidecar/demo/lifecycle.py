@@ -1,8 +1,8 @@
 """What every demo app does the same way: flags, announcing its port, stopping.
 
-    parser = demo_parser("a TCP listener", default_port=8082)
+    run_demo_app("tcp_app", __doc__, 8082, TimingFlag("--listen-after", non_negative_seconds, 0.0, "..."), serve)
     announce_port(bound_port)          # first stdout line: "PORT 8082"
-    await wait_for_stop(args.exit_on_stdin_close)
+    await wait_for_stop(exit_on_stdin_close)
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from sidecar.signals import on_stop_signals
@@ -93,3 +94,28 @@ def run_app(app: str, main: Coroutine[Any, Any, None]) -> None:
         asyncio.run(main)
     except OSError as exc:
         raise SystemExit(f"{app}: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class TimingFlag:
+    """The one timing flag each demo app has (--ready-after, --flip-every, --listen-after)."""
+
+    flag: str
+    parse: Callable[[str], float]
+    default: float
+    help: str
+
+
+def run_demo_app(
+    app: str,
+    doc: str | None,
+    default_port: int,
+    timing: TimingFlag,
+    serve: Callable[[str, int, float, bool], Coroutine[Any, Any, None]],
+) -> None:
+    """A demo app's main: its flags, then serve(host, port, timing, exit_on_stdin_close)."""
+    parser = demo_parser(doc.splitlines()[0] if doc else app, default_port=default_port)
+    parser.add_argument(timing.flag, dest="timing", type=timing.parse, default=timing.default, metavar="SECONDS",
+                        help=f"{timing.help} (default {timing.default:g})")
+    args = parser.parse_args()
+    run_app(app, serve(args.host, args.port, args.timing, args.exit_on_stdin_close))

@@ -13,11 +13,11 @@ import asyncio
 import socket
 
 from sidecar.demo.lifecycle import (
+    TimingFlag,
     announce_port,
-    demo_parser,
     log,
     non_negative_seconds,
-    run_app,
+    run_demo_app,
     wait_for_stop,
 )
 
@@ -59,12 +59,11 @@ async def serve(host: str, port: int, listen_after: float, exit_on_stdin_close: 
         sock.close()  # a no-op once the server has closed it
 
 
+TIMING = TimingFlag("--listen-after", non_negative_seconds, 0.0, "seconds to wait before listening")
+
+
 def main() -> None:
-    parser = demo_parser(__doc__.splitlines()[0] if __doc__ else APP, default_port=DEFAULT_PORT)
-    parser.add_argument("--listen-after", type=non_negative_seconds, default=0.0,
-                        metavar="SECONDS", help="seconds to wait before listening (default 0)")
-    args = parser.parse_args()
-    run_app(APP, serve(args.host, args.port, args.listen_after, args.exit_on_stdin_close))
+    run_demo_app(APP, __doc__, DEFAULT_PORT, TIMING, serve)
 
 
 if __name__ == "__main__":
