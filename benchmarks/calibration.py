@@ -1,7 +1,7 @@
-"""How fast this machine is, so figures can be compared with DESIGN §10's and other runs'.
+"""How fast this machine is, so figures can be compared with other machines' and runs'.
 
     facts = await calibrate()
-    facts["tcp_attempt_ms"]   # DESIGN §10 measured about 0.1 ms for an asyncio connect+close
+    facts["tcp_attempt_ms"]   # reference: ~0.1 ms for an asyncio connect+close, faster machine (docs/performance.md)
 """
 
 from __future__ import annotations

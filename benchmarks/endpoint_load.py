@@ -3,7 +3,9 @@
 Placement on a 2-core machine: the server under test (sidecar or bare aiohttp) is
 pinned to CPU 0; wrk (one thread: one core gives it far more than one server core
 can answer) and this process, which serves the probe targets, to CPU 1. So the
-server gets one core to itself, as DESIGN §10's "on one core" ceiling assumes.
+server gets one core to itself, as the "on one core" reference ceiling assumes: a bare
+aiohttp handler at 31k req/s (asyncio) / 39k (uvloop) on a faster machine, as
+docs/performance.md records.
 
     run = await endpoint_load("uvloop", workdir, seconds=10, idle_seconds=3)   # 2 x 5 s per server
     run.sidecar.requests_per_second / run.bare.requests_per_second

@@ -4,7 +4,7 @@ Two kinds of container run side by side in one sidecar, each with its own HTTP
 target and its own trial loop: aggressive mode at the defaults (failureThreshold 3),
 and kubelet semantics (periodSeconds 1, failureThreshold 3), whose bound is
 failureThreshold x periodSeconds = 3 s. Each loop reads its own container's answer,
-GET /ready/<container>, which is /ready for a pod of one (DESIGN §5).
+GET /ready/<container>, which is /ready for a pod of one (docs/behaviour.md#endpoints).
 
     result = await unready_detection(workdir, per_mode=8, seconds=15)
     result["defaults"], result["kubelet period 1s"]   # seconds, one per trial

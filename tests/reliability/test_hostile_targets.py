@@ -42,7 +42,7 @@ SLACK = 0.5
 STEADY_PERIOD = 0.2
 FAILURE_THRESHOLD = 3  # the kubelet's default, used by every container here
 HEALTHY = "healthy"
-# The failure budget (DESIGN §4), plus SLACK, for a flip of the healthy target to show on
+# The failure budget (docs/behaviour.md#scheduling), plus SLACK, for a flip of the healthy target to show on
 # /ready/<name>: to ready within the widest not-ready interval and one attempt; to not
 # ready within one steady period and failureThreshold fast re-probes.
 TO_READY_BUDGET = 0.1 + TIMEOUT + SLACK

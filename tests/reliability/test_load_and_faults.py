@@ -40,7 +40,7 @@ MAX_NOT_READY_INTERVAL = 0.1  # the widest aggressive interval (the default)
 FAILURE_THRESHOLD = 3
 # The load and the other helpers' tests share two cores with us: generous, on purpose.
 SLACK = 1.0
-# DESIGN §4: to ready within one not-ready interval and one attempt; to not ready within
+# docs/behaviour.md#scheduling: to ready within one not-ready interval and one attempt; to not ready within
 # a steady period and failureThreshold fast re-probes, each up to the timeout.
 BUDGET = {
     200: MAX_NOT_READY_INTERVAL + TIMEOUT + SLACK,

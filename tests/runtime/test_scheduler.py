@@ -1,4 +1,4 @@
-"""Scheduling semantics (DESIGN §4) against real HTTP targets on loopback.
+"""Scheduling semantics (docs/behaviour.md#scheduling) against real HTTP targets on loopback.
 
 Thresholds are asserted by counting attempts, which is exact; times only get
 generous bounds (timing itself is measured in benchmarks/)."""

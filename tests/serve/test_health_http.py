@@ -1,4 +1,4 @@
-"""The health port's endpoints (DESIGN §5), against an in-process sidecar and real targets."""
+"""The health port's endpoints (docs/behaviour.md#endpoints), against an in-process sidecar and real targets."""
 
 from __future__ import annotations
 

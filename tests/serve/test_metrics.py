@@ -1,4 +1,4 @@
-"""Metrics (DESIGN §7), scraped over HTTP from in-process sidecars probing real targets."""
+"""Metrics (docs/behaviour.md#metrics), scraped over HTTP from in-process sidecars probing real targets."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@
     with ComposeStack.up(image, workdir) as stack:     # docker-compose against `podman system service`
         stack.container_id("web")
 
-No image registry is reachable here (DESIGN §10): the base is made locally, and the
+No image registry is reachable here (docs/testing.md#containers-podman-buildah-runc): the base is made locally, and the
 compose file is run with --no-build against the image built from it.
 """
 

@@ -1,4 +1,6 @@
-"""The Dockerfile and docker-compose.yml, built and run for real with podman (DESIGN §9, §10).
+"""The Dockerfile and docker-compose.yml, built and run for real with podman.
+
+How and why: docs/testing.md#containers-podman-buildah-runc.
 
 A base image is made with debootstrap and `podman import` (reused if already imported),
 the image is built FROM it with the real Dockerfile, and docker-compose.yml runs with

@@ -1,4 +1,4 @@
-"""A pod as the kubelet sees it (DESIGN §10): a network namespace with a veth.
+"""A pod as the kubelet sees it (docs/testing.md#pods-network-namespaces-and-a-veth): a network namespace with a veth.
 
 The demo apps and the sidecar run inside the namespace and talk over its own
 loopback; the test stands on the host side of the veth and probes the pod's

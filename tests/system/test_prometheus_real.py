@@ -1,5 +1,6 @@
 """Real Prometheus tools against our metrics and examples: promtool, and a Prometheus server
-scraping a sidecar subprocess (DESIGN §7, §10). Missing binaries: require_peer."""
+scraping a sidecar subprocess (docs/behaviour.md#metrics, docs/testing.md#prometheus-and-promtool).
+Missing binaries: require_peer."""
 
 from __future__ import annotations
 
