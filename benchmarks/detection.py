@@ -95,7 +95,7 @@ async def sidecar_detection(
                 paths.append(sample - wait)
         uvloop_loaded = has_loaded(sidecar.pid, "uvloop")
     except Exception as exc:
-        raise RuntimeError(f"{kind} {variant.label}: {exc!r}\n" + "".join(list(sidecar.log_tail)[-10:])) from exc
+        raise RuntimeError(f"{kind} {variant.label}: {exc!r}\n" + "".join(list(sidecar.log)[-10:])) from exc
     finally:
         await close_quietly(session)
         await sidecar.stop()
