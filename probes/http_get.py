@@ -26,7 +26,8 @@ from probes.dial import LINGER_RESET, ConnectFailed, errno_name, open_socket
 from probes.result import MAX_MESSAGE_CHARS, Outcome, ProbeResult, sanitize, timed_out
 from probes.spec import KUBE_PROBE_USER_AGENT, HttpGetSpec
 
-# The kubelet reads at most 10 KiB of body (maxRespBodyLength); more is not a failure.
+# The kubelet reads at most 10 KiB of body (maxRespBodyLength) and stops there: more is
+# not a failure, and a target that stalls after exactly that much has already passed.
 _BODY_LIMIT = 10 * 1024
 # Go's http.Client refuses an 11th request: "stopped after 10 redirects".
 _MAX_REQUESTS = 10
@@ -70,32 +71,35 @@ class HttpGetProbe:
 
     async def attempt(self, timeout: float) -> ProbeResult:
         started = time.monotonic()
+        final = _FinalResponse()
         try:
             async with asyncio.timeout(timeout):
-                outcome, message = await self._follow(timeout)
+                outcome, message = await self._follow(timeout, final)
         except TimeoutError:
-            outcome, message = Outcome.FAILURE, timed_out(timeout)
+            outcome, message = final.outcome_of(timed_out(timeout))
         except (ConnectFailed, _Failed) as exc:
-            outcome, message = Outcome.FAILURE, str(exc)
+            outcome, message = final.outcome_of(str(exc))
         return ProbeResult(outcome, message[:MAX_MESSAGE_CHARS], time.monotonic() - started)
 
-    async def _follow(self, timeout: float) -> tuple[Outcome, str]:
+    async def _follow(self, timeout: float, final: _FinalResponse) -> tuple[Outcome, str]:
         """Go's http.Client with the kubelet's CheckRedirect, one new connection per request."""
         url, host = self._origin, self._host_override or self._origin.authority.encode()
+        headers = self._headers
         for request in range(1, _MAX_REQUESTS + 1):
             async with _exchange(url, self._tls, timeout) as exchange:
-                status, location = await exchange.response_head(url, host, self._headers)
+                status, location = await exchange.response_head(url, host, headers)
                 if status not in _REDIRECT_STATUSES or location is None:
-                    await exchange.body()  # read (at most 10 KiB), as the kubelet does, never quoted
+                    await final.read_body(exchange)  # at most 10 KiB, as the kubelet does, never quoted
                     return _judge(status)
                 hop = _resolve(url, location)
                 if hop.hostname != self._origin.hostname:
-                    await exchange.body()  # the kubelet reads the body of the response it ends on
+                    await final.read_body(exchange)  # the kubelet reads the body of the response it ends on
                     other = sanitize(hop.hostname, _HOST_CHARS)
                     message = f"HTTP {status}: redirect to other host {other} not followed"
                     return Outcome.WARNING, message
             if request == _MAX_REQUESTS:
                 break
+            headers = _with_referer(self._headers, url, hop)
             url, host = hop, hop.authority.encode()
             if self._host_override and not urlsplit(location).scheme:
                 host = self._host_override  # Go keeps it across relative Locations only (#22233)
@@ -104,6 +108,29 @@ class HttpGetProbe:
 
 class _Failed(Exception):
     """One attempt failed; str() is the probe message."""
+
+
+class _FinalResponse:
+    """Whether the attempt got as far as reading the body of the response it ends on.
+
+    The kubelet's DoHTTPProbe turns any error of client.Do (connect, TLS, headers, the
+    timeout before them) into a failure, but an error reading that body, the timeout
+    included, into a probe error (pkg/probe/http/http.go), which the prober retries and
+    then throws away.
+    """
+
+    def __init__(self) -> None:
+        self.reading = False
+
+    async def read_body(self, exchange: _Exchange) -> None:
+        self.reading = True
+        await exchange.body()
+        self.reading = False
+
+    def outcome_of(self, reason: str) -> tuple[Outcome, str]:
+        if self.reading:
+            return Outcome.ERROR, f"error reading body: {reason}"
+        return Outcome.FAILURE, reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +179,7 @@ class _Exchange:
         """At most _BODY_LIMIT bytes, within the response's own framing."""
         chunks: list[bytes] = []
         size = 0
-        while size <= _BODY_LIMIT:
+        while size < _BODY_LIMIT:
             event = await self._next_event()
             if isinstance(event, h11.Data):
                 chunks.append(event.data)
@@ -268,6 +295,16 @@ def _request_headers(
     host = first.get("host")
     encoded = [(name.encode(), value.encode()) for name, value in headers]
     return (host.encode() if host else None), encoded
+
+
+def _with_referer(headers: list[tuple[bytes, bytes]], last: _Url, hop: _Url) -> list[tuple[bytes, bytes]]:
+    """The headers of a redirected request: Go's client adds Referer, the URL it came from,
+    unless the user set one or the hop goes from https to http (net/http client.go refererForURL)."""
+    if last.scheme == "https" and hop.scheme == "http":
+        return headers
+    if any(name.lower() == b"referer" for name, _ in headers):
+        return headers
+    return [*headers, (b"Referer", f"{last.scheme}://{last.authority}{last.request_target}".encode())]
 
 
 def _parse_url(url: str) -> _Url:

@@ -11,15 +11,26 @@ class Outcome(enum.Enum):
 
     WARNING is the kubelet's "probe.Warning" (a redirect to another host that was
     not followed). It counts as success for readiness.
+    ERROR is an attempt that could not conclude: the kubelet's probe.Unknown with an
+    error, such as an HTTP response whose headers arrived but whose body could not be
+    read. The kubelet retries it at once and, if it errs every time, throws the result
+    away (pkg/kubelet/prober/worker.go): readiness and the counters stay as they were.
     """
 
     SUCCESS = "success"
     WARNING = "warning"
     FAILURE = "failure"
+    ERROR = "error"
 
     @property
     def ok(self) -> bool:
-        return self is not Outcome.FAILURE
+        """Whether it counts as a success."""
+        return self is Outcome.SUCCESS or self is Outcome.WARNING
+
+    @property
+    def conclusive(self) -> bool:
+        """Whether it counts at all: an errored attempt decides nothing."""
+        return self is not Outcome.ERROR
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,11 @@
 """One attempt of one probe, guarded: what the schedulers, `check` and /live all run.
 
-A probe never raises for what a target does. This is where that promise is kept for
-what nobody foresaw (a bug, an exhausted resource): the exception becomes a failure
-with a short reason, logged at most once every CRASH_LOG_EVERY seconds per probe, and
-the caller goes on, as the kubelet's worker does (HandleCrash, keepGoing).
+This is the kubelet's prober for one attempt: an attempt that errs (Outcome.ERROR) is
+retried at once, up to MAX_PROBE_RETRIES times in all. A probe never raises for what a
+target does; this is also where that promise is kept for what nobody foresaw (a bug,
+an exhausted resource): the exception becomes a failure with a short reason, logged at
+most once every CRASH_LOG_EVERY seconds per probe, and the caller goes on, as the
+kubelet's worker does (HandleCrash, keepGoing).
 
     probe = GuardedProbe(build_probe(spec.handler), spec.name, logger)
     result = await probe.attempt(timeout=1.0)      # never raises, but for cancellation
@@ -25,10 +27,17 @@ from sidecar.model import ContainerSpec, SidecarConfig
 
 # A probe that keeps crashing at a 5 ms interval must not write 200 lines a second.
 CRASH_LOG_EVERY = 60.0
+# The kubelet runs an attempt that errs up to this many times, back to back, before it
+# gives up on it (pkg/kubelet/prober/prober.go, maxProbeRetries and runProbeWithRetries).
+MAX_PROBE_RETRIES = 3
 
 
 class GuardedProbe:
-    """A probe whose attempt never raises: an unexpected exception is a failure with a short reason."""
+    """One attempt as the kubelet's prober makes it: retried at once while it errs, never raising.
+
+    An unexpected exception is a failure with a short reason. The result of the last try is
+    the attempt's; its duration covers every try.
+    """
 
     def __init__(self, probe: Probe, name: str, logger: logging.Logger) -> None:
         self.probe = probe
@@ -37,6 +46,14 @@ class GuardedProbe:
         self._last_logged = -CRASH_LOG_EVERY
 
     async def attempt(self, timeout: float) -> ProbeResult:
+        started = time.monotonic()
+        for _ in range(MAX_PROBE_RETRIES):
+            result = await self._try(timeout)
+            if result.outcome.conclusive:
+                break
+        return ProbeResult(result.outcome, result.message, time.monotonic() - started)
+
+    async def _try(self, timeout: float) -> ProbeResult:
         started = time.monotonic()
         try:
             return await self.probe.attempt(timeout)

@@ -174,7 +174,11 @@ class AggregateState:
                 observer.aggregate_changed(self)
 
     def record(self, name: str, result: ProbeResult, lateness: float = 0.0) -> Verdict:
-        """Apply one attempt with the kubelet's threshold rules (prober/worker.go)."""
+        """Apply one attempt with the kubelet's threshold rules (prober/worker.go).
+
+        An errored attempt is shown (last result, metrics, logs) but decides nothing: the
+        kubelet's doProbe throws it away, so readiness and both counters stay as they were.
+        """
         c = self.containers[name]
         timing = c.spec.timing
         c.attempts += 1
@@ -182,12 +186,14 @@ class AggregateState:
         if result.outcome.ok:
             c.consecutive_successes += 1
             c.consecutive_failures = 0
-        else:
+        elif result.outcome.conclusive:
             c.consecutive_failures += 1
             c.consecutive_successes = 0
         self.revision += 1
         for observer in self.observers:
             observer.attempt_recorded(c, result, lateness)
+        if not result.outcome.conclusive:
+            return Verdict(c.ready, c.consecutive_failures, c.since_mono)
 
         if not c.ready and c.consecutive_successes >= timing.success_threshold:
             self._flip(c, True, result)

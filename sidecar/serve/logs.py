@@ -68,7 +68,8 @@ def _word(ready: bool) -> str:
 
 @dataclass(slots=True)
 class _FailureRun:
-    count: int = 0
+    count: int = 0  # failures
+    errors: int = 0  # errored attempts, which count for nothing (Outcome.ERROR)
     window_start: float = 0.0
     last_message: str = ""
 
@@ -88,17 +89,21 @@ class TransitionLogger(StateObserver):
         run = self._runs.get(name)
         if run is None:
             run = self._runs[name] = _FailureRun(window_start=now)
-        run.count += 1
+        if result.outcome.conclusive:
+            run.count += 1
+        else:
+            run.errors += 1
         run.last_message = result.message
         elapsed = now - run.window_start
         if elapsed >= SUMMARY_EVERY:
+            errored = f" ({run.errors} more errored, not counted)" if run.errors else ""
             self.logger.warning(
-                "%s: %d failures in %s, last: %s", name, run.count, format_duration(elapsed),
+                "%s: %d failures%s in %s, last: %s", name, run.count, errored, format_duration(elapsed),
                 run.last_message,
-                extra={"fields": {"container": name, "failures": run.count,
+                extra={"fields": {"container": name, "failures": run.count, "errors": run.errors,
                                   "window_seconds": round(elapsed, 3), "last": run.last_message}},
             )
-            run.count, run.window_start = 0, now
+            run.count, run.errors, run.window_start = 0, 0, now
 
     def container_changed(self, container: ContainerState, transition: Transition) -> None:
         old, new = _word(not transition.now_ready), _word(transition.now_ready)

@@ -11,7 +11,8 @@ state changes, never polled.
     await server.stop()
 
 Stable names, with `probe` the probe kind (httpGet, tcpSocket, grpc, exec)
-and `result` one of success, failure, warning:
+and `result` one of success, warning (counts as success), failure, and error (an attempt
+that could not conclude, retried and then thrown away as the kubelet does; it moves no counter):
 
     readiness_probe_duration_seconds  histogram  container, probe
     readiness_probe_total             counter    container, probe, result
@@ -98,7 +99,7 @@ class ReadinessMetrics(StateObserver):
             ["container", "probe"], buckets=DURATION_BUCKETS, registry=r,
         )
         self.probe_attempts = Counter(
-            "readiness_probe_total", "Probe attempts by result (warning counts as success).",
+            "readiness_probe_total", "Probe attempts by result (warning counts as success; error counts for nothing).",
             ["container", "probe", "result"], registry=r,
         )
         self.container_ready = Gauge(

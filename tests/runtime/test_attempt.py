@@ -12,9 +12,10 @@ import logging
 import pytest
 
 from probes import HandlerSpec, ProbeResult
+from probes.result import Outcome
 from probes.spec import HttpGetSpec, TcpSocketSpec
 from sidecar.model import ContainerSpec
-from sidecar.runtime.attempt import CRASH_LOG_EVERY, GuardedProbe, LivenessChecks
+from sidecar.runtime.attempt import CRASH_LOG_EVERY, MAX_PROBE_RETRIES, GuardedProbe, LivenessChecks
 from tests.target_apps import FlipTarget
 
 LOGGER = logging.getLogger("readiness_sidecar.test")
@@ -80,3 +81,39 @@ async def test_concurrent_liveness_calls_share_one_attempt() -> None:
     assert {r.message for r in results} == {"HTTP 200"} and again.message == "HTTP 200"
     assert len(target.request_times) == 2, "ten concurrent callers, one request; a later call, a new one"
     assert "app" in checks and "db" not in checks, "only containers with a liveness check have one"
+
+
+class ScriptedProbe:
+    """Answers from a script, one result per try, and counts the tries."""
+
+    def __init__(self, *outcomes: Outcome) -> None:
+        self.outcomes = list(outcomes)
+        self.spec: HandlerSpec = TcpSocketSpec(port=1)
+        self.tries = 0
+
+    async def attempt(self, timeout: float) -> ProbeResult:
+        outcome = self.outcomes[min(self.tries, len(self.outcomes) - 1)]
+        self.tries += 1
+        return ProbeResult(outcome, f"try {self.tries}: {outcome.value}", 0.0)
+
+
+async def test_an_errored_try_is_retried_at_once_and_the_first_conclusive_result_counts() -> None:
+    # pkg/kubelet/prober/prober.go: runProbeWithRetries runs an attempt that errs again, up to
+    # maxProbeRetries = 3 tries, and returns the first result that did not err.
+    probe = ScriptedProbe(Outcome.ERROR, Outcome.ERROR, Outcome.SUCCESS)
+    result = await GuardedProbe(probe, "app", LOGGER).attempt(1.0)
+    assert (probe.tries, result.outcome, result.message) == (3, Outcome.SUCCESS, "try 3: success")
+
+
+async def test_three_errored_tries_make_one_errored_attempt() -> None:
+    probe = ScriptedProbe(Outcome.ERROR)
+    result = await GuardedProbe(probe, "app", LOGGER).attempt(1.0)
+    assert probe.tries == MAX_PROBE_RETRIES == 3
+    assert (result.outcome, result.message) == (Outcome.ERROR, "try 3: error")
+
+
+@pytest.mark.parametrize("outcome", [Outcome.SUCCESS, Outcome.WARNING, Outcome.FAILURE])
+async def test_a_conclusive_try_is_never_retried(outcome: Outcome) -> None:
+    probe = ScriptedProbe(outcome)
+    assert (await GuardedProbe(probe, "app", LOGGER).attempt(1.0)).outcome is outcome
+    assert probe.tries == 1

@@ -161,3 +161,27 @@ async def test_a_dead_scheduler_is_kept_with_its_reason_and_wakes_waiters() -> N
 def test_recording_an_unknown_container_is_a_bug_not_a_silent_no_op() -> None:
     with pytest.raises(KeyError):
         AggregateState([spec()]).record("ghost", OK)
+
+
+ERR = ProbeResult(Outcome.ERROR, "error reading body: connection reset", 0.001)
+
+
+def test_an_errored_attempt_is_shown_but_thrown_away() -> None:
+    # pkg/kubelet/prober/worker.go, doProbe: "Prober error, throw away the result." Neither
+    # readiness nor the consecutive counters move.
+    recorder = Recorder()
+    state = AggregateState([spec(failure_threshold=1, success_threshold=2)], observers=[recorder])
+    state.record("app", OK)
+    state.record("app", OK)
+    assert state.ready
+    verdict = state.record("app", ERR)
+    c = state.containers["app"]
+    assert (verdict.ready, c.ready, state.ready) == (True, True, True), "failureThreshold 1 and still ready"
+    assert (c.consecutive_successes, c.consecutive_failures) == (2, 0)
+    assert (c.attempts, c.last_result, c.reason) == (3, ERR, ERR.message)
+    assert recorder.events[-1] == ("attempt", Outcome.ERROR), "observers (metrics, logs) still see it"
+
+
+def test_errored_attempts_neither_start_nor_break_a_run_of_successes() -> None:
+    state = AggregateState([spec(success_threshold=2)])
+    assert [state.record("app", r).ready for r in (OK, ERR, ERR, OK)] == [False, False, False, True]
