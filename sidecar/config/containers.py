@@ -20,7 +20,7 @@ from typing import Any
 from probes.spec import HandlerSpec, TcpSocketSpec
 from sidecar.config.names import check_container_name
 from sidecar.config.pod_template import PodSpecRef, watched_containers
-from sidecar.config.probe import PortContext, container_ports, convert_probe, pod_container_ports
+from sidecar.config.probe import ContainerContext, container_context, convert_probe, pod_container_context
 from sidecar.config.schema import CONTAINER_FIELDS, CONTAINERS_FILE_FIELDS
 from sidecar.contract import NOT_REQUIRED_ANNOTATION
 from sidecar.errors import ErrorContext, field_name, quote, type_words
@@ -46,7 +46,7 @@ def containers_from_pod(ref: PodSpecRef, source: str) -> LoadedContainers:
     for container in watched:
         container_ctx = ctx.within(f"container {quote(container.name)}")
         _check_fields(container.entry, container_ctx, CONTAINER_FIELDS)
-        ports = pod_container_ports(ref, container, container_ctx)
+        ports = pod_container_context(ref, container, container_ctx)
         required = container.name not in not_required
         spec = _container(container.entry, container.name, container_ctx, ports, required, in_manifest=True)
         if spec.handler is None:
@@ -79,7 +79,7 @@ def containers_from_document(doc: object, ctx: ErrorContext, origin: str) -> Loa
         if name in specs:
             raise container_ctx.error("", "duplicate container name")
         _check_fields(entry, container_ctx, CONTAINERS_FILE_FIELDS)
-        ports = container_ports(entry, container_ctx, knative=False, fallback=None)
+        ports = container_context(entry, container_ctx, knative=False, fallback=None)
         required = entry.get("required", True)
         if not isinstance(required, bool):
             raise container_ctx.error("required", f"expected true or false, got {type_words(required)}")
@@ -94,7 +94,7 @@ def _check_fields(entry: dict[Any, Any], ctx: ErrorContext, allowed: frozenset[s
 
 
 def _container(
-    entry: dict[Any, Any], name: str, ctx: ErrorContext, ports: PortContext, required: bool, *, in_manifest: bool
+    entry: dict[Any, Any], name: str, ctx: ErrorContext, ports: ContainerContext, required: bool, *, in_manifest: bool
 ) -> ContainerSpec:
     liveness: HandlerSpec | None = None
     liveness_timeout = DEFAULT_TIMEOUT_SECONDS
@@ -102,7 +102,7 @@ def _container(
         # Only a containers file hands liveness to the sidecar (inject --rewrite-liveness
         # writes it there); in a manifest liveness belongs to the kubelet.
         liveness, liveness_timing = convert_probe(
-            entry["livenessProbe"], ctx, "livenessProbe", PortContext(ports.named)
+            entry["livenessProbe"], ctx, "livenessProbe", ContainerContext(ports.named, env=ports.env)
         )
         liveness_timeout = liveness_timing.timeout
 

@@ -83,7 +83,9 @@ def handler_document(handler: HandlerSpec) -> dict[str, Any]:
             grpc["service"] = handler.service
         return {"grpc": grpc}
     if isinstance(handler, ExecSpec):
-        return {"exec": {"command": list(handler.command)}}
+        # The loader expands $(VAR) in a containers file's commands, so a `$` the command
+        # really holds is written as `$$`: it reads back as written, never expanded twice.
+        return {"exec": {"command": [arg.replace("$", "$$") for arg in handler.command]}}
     raise TypeError(f"unknown handler {handler!r}")
 
 

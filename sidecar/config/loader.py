@@ -43,7 +43,7 @@ from collections.abc import Mapping, Sequence
 from sidecar.config.containers import LoadedContainers, containers_from_document, containers_from_pod
 from sidecar.config.documents import load_documents, read_manifest
 from sidecar.config.pod_template import find_pod_specs
-from sidecar.config.probe import PortContext, convert_probe
+from sidecar.config.probe import ContainerContext, convert_probe
 from sidecar.config.quick_probe import FLAG_SOURCE, flag_context, parse_probe_flag
 from sidecar.contract import CONFIG_ENV, KNATIVE_PROBE_ENV
 from sidecar.errors import ConfigError, ErrorContext, one_line, quote, type_words
@@ -159,6 +159,6 @@ def _from_knative_env(text: str) -> LoadedContainers:
     for index, raw in enumerate(data):
         name = KNATIVE_CONTAINER_NAME.format(index=index)
         container_ctx = ctx.within(f"container {quote(name)}")
-        handler, timing = convert_probe(raw, container_ctx, "", PortContext())
+        handler, timing = convert_probe(raw, container_ctx, "", ContainerContext())
         specs.append(ContainerSpec(name, handler, timing))
     return LoadedContainers(KNATIVE_PROBE_ENV, tuple(specs))

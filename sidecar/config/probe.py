@@ -7,7 +7,7 @@ thresholds, and no named port for grpc. Knative's rules for ports live here too:
 its serving port fills in a missing probe port.
 
     raw = {"httpGet": {"port": "http", "path": "/health"}, "periodSeconds": 5}
-    handler, timing = convert_probe(raw, ctx, "readinessProbe", PortContext({"http": 8080}))
+    handler, timing = convert_probe(raw, ctx, "readinessProbe", ContainerContext({"http": 8080}))
     handler, timing.period  # HttpGetSpec(port=8080, path="/health", ...), 5.0
 """
 
@@ -21,13 +21,16 @@ from probes.spec import DEFAULT_HOST, ExecSpec, GrpcSpec, HandlerSpec, HttpGetSp
 from sidecar.config.pod_template import PodSpecRef, WatchedContainer
 from sidecar.config.schema import (
     MAX_PORT,
+    PROBE_KINDS,
     ContainerPort,
+    EnvVar,
     ExecAction,
     GRPCAction,
     HTTPGetAction,
     IntOrString,
     Probe,
     TCPSocketAction,
+    handler_keys,
     probe_actions,
     to_struct,
 )
@@ -46,24 +49,31 @@ KNATIVE_DEFAULT_USER_PORT = 8080
 
 
 @dataclass(frozen=True, slots=True)
-class PortContext:
-    """What a probe's port can refer to in its container.
+class ContainerContext:
+    """What a probe can refer to in its container: its ports and its environment.
 
-    `default` is Knative's serving port: used when a handler gives no port (or 0),
-    and for a probe that names no handler at all. None outside Knative, where a
-    port is required. `serving` is where a container without a readinessProbe is
-    checked (Knative's default probe, TCP): its first declared port, or Knative's 8080.
+    `named` are the named ports. `default` is Knative's serving port: used when a handler
+    gives no port (or 0), and for a probe that names no handler at all. None outside
+    Knative, where a port is required. `serving` is where a container without a
+    readinessProbe is checked (Knative's default probe, TCP): its first declared port,
+    or Knative's 8080. `env` maps the container's env names to their values, for
+    `$(VAR)` in exec commands; None for a source that carries no env (`--probe`,
+    SERVING_READINESS_PROBE), whose commands are taken as written.
     """
 
     named: Mapping[str, int] = field(default_factory=dict)
     default: int | None = None
     serving: int | None = None
+    env: Mapping[str, str] | None = None
 
 
-def container_ports(entry: dict[str, Any], ctx: ErrorContext, *, knative: bool, fallback: int | None) -> PortContext:
-    """The PortContext of one container's `ports`; `fallback` serves when it declares none.
+def container_context(
+    entry: dict[str, Any], ctx: ErrorContext, *, knative: bool, fallback: int | None
+) -> ContainerContext:
+    """The ContainerContext of one container: its `ports` (`fallback` serves when it declares
+    none) and, if a probe of it runs a command, its `env`.
 
-    ConfigError for malformed ports or a port name used twice.
+    ConfigError for malformed ports, a port name used twice, or a malformed env.
     """
     raw = entry.get("ports")
     ports = [] if raw is None else to_struct(raw, list[ContainerPort], ctx, "ports")
@@ -74,20 +84,63 @@ def container_ports(entry: dict[str, Any], ctx: ErrorContext, *, knative: bool, 
         if port.name:
             named[port.name] = port.container_port
     serving = ports[0].container_port if ports else fallback
-    return PortContext(named, serving if knative else None, serving)
+    # Read only where it is used: env of any shape never stops a container without exec probes.
+    runs_commands = any("exec" in handler_keys(entry.get(kind)) for kind in PROBE_KINDS)
+    env = _static_env(entry.get("env"), ctx) if runs_commands else {}
+    return ContainerContext(named, serving if knative else None, serving, env)
 
 
-def pod_container_ports(ref: PodSpecRef, container: WatchedContainer, ctx: ErrorContext) -> PortContext:
-    """The PortContext of a container in a pod template, for any of its probes."""
+def _static_env(raw: object, ctx: ErrorContext) -> dict[str, str]:
+    """env as the kubelet maps it for exec probes (pkg/kubelet/container/helpers.go,
+    v1EnvVarsToMap): every name to its `value`, "" for a `valueFrom` entry, the last of a
+    repeated name winning."""
+    entries = [] if raw is None else to_struct(raw, list[EnvVar], ctx, "env")
+    return {entry.name: entry.value or "" for entry in entries}
+
+
+def expand_command_argument(argument: str, env: Mapping[str, str]) -> str:
+    """$(VAR) replaced from `env`, as the kubelet's ExpandContainerCommandOnlyStatic does.
+
+    `$$` is an escaped `$`; an undefined `$(VAR)`, an unclosed `$(` and a `$` before any
+    other character stay as written (kubernetes third_party/forked/golang/expansion).
+    """
+    if "$" not in argument:
+        return argument
+    out: list[str] = []
+    cursor, end = 0, len(argument)
+    while cursor < end:
+        char = argument[cursor]
+        if char != "$" or cursor + 1 == end:
+            out.append(char)
+            cursor += 1
+            continue
+        after = argument[cursor + 1]
+        if after == "$":
+            out.append("$")
+            cursor += 2
+        elif after == "(" and (close := argument.find(")", cursor + 2)) >= 0:
+            name = argument[cursor + 2 : close]
+            out.append(env.get(name, f"$({name})"))
+            cursor = close + 1
+        else:
+            out.append("$" + after)
+            cursor += 2
+    return "".join(out)
+
+
+def pod_container_context(ref: PodSpecRef, container: WatchedContainer, ctx: ErrorContext) -> ContainerContext:
+    """The ContainerContext of a container in a pod template, for any of its probes."""
     users = ref.pod_spec.get("containers") or []
     no_ports_anywhere = not any(isinstance(c, dict) and c.get("ports") for c in users)
     # Knative serves a pod that declares no ports on 8080, from its first container.
     serves_by_default = ref.knative and container.in_containers and container.index == 0 and no_ports_anywhere
     fallback = KNATIVE_DEFAULT_USER_PORT if serves_by_default else None
-    return container_ports(container.entry, ctx, knative=ref.knative, fallback=fallback)
+    return container_context(container.entry, ctx, knative=ref.knative, fallback=fallback)
 
 
-def convert_probe(raw: object, ctx: ErrorContext, prefix: str, ports: PortContext) -> tuple[HandlerSpec, ProbeTiming]:
+def convert_probe(
+    raw: object, ctx: ErrorContext, prefix: str, ports: ContainerContext
+) -> tuple[HandlerSpec, ProbeTiming]:
     """Validate one probe; raise ConfigError naming `prefix`.field for any mistake."""
     probe = to_struct(raw, Probe, ctx, prefix)
     given = list(probe_actions(probe))
@@ -101,7 +154,7 @@ def convert_probe(raw: object, ctx: ErrorContext, prefix: str, ports: PortContex
     elif probe.grpc is not None:
         handler = _grpc(probe.grpc, ctx, join_field(prefix, "grpc"), ports)
     elif probe.exec is not None:
-        handler = _exec(probe.exec, ctx, join_field(prefix, "exec"))
+        handler = _exec(probe.exec, ctx, join_field(prefix, "exec"), ports.env)
     elif ports.default is not None:
         # Knative gives a handler-less readiness probe a TCP check on the serving port.
         handler = TcpSocketSpec(port=ports.default)
@@ -121,7 +174,7 @@ def _timing(probe: Probe) -> ProbeTiming:
     )
 
 
-def _http_get(action: HTTPGetAction, ctx: ErrorContext, prefix: str, ports: PortContext) -> HttpGetSpec:
+def _http_get(action: HTTPGetAction, ctx: ErrorContext, prefix: str, ports: ContainerContext) -> HttpGetSpec:
     scheme = (action.scheme or "HTTP").lower()
     if scheme not in ("http", "https"):
         raise ctx.error(join_field(prefix, "scheme"), f"must be HTTP or HTTPS, got {quote(action.scheme)}")
@@ -145,14 +198,14 @@ def _http_get(action: HTTPGetAction, ctx: ErrorContext, prefix: str, ports: Port
     )
 
 
-def _tcp_socket(action: TCPSocketAction, ctx: ErrorContext, prefix: str, ports: PortContext) -> TcpSocketSpec:
+def _tcp_socket(action: TCPSocketAction, ctx: ErrorContext, prefix: str, ports: ContainerContext) -> TcpSocketSpec:
     return TcpSocketSpec(
         port=resolve_port(action.port, ctx, join_field(prefix, "port"), ports),
         host=_host(action.host, ctx, join_field(prefix, "host")),
     )
 
 
-def _grpc(action: GRPCAction, ctx: ErrorContext, prefix: str, ports: PortContext) -> GrpcSpec:
+def _grpc(action: GRPCAction, ctx: ErrorContext, prefix: str, ports: ContainerContext) -> GrpcSpec:
     port = resolve_port(action.port, ctx, join_field(prefix, "port"), ports, allow_named=False)
     service = action.service or ""
     if not is_path(service):
@@ -160,12 +213,14 @@ def _grpc(action: GRPCAction, ctx: ErrorContext, prefix: str, ports: PortContext
     return GrpcSpec(port=port, service=service)
 
 
-def _exec(action: ExecAction, ctx: ErrorContext, prefix: str) -> ExecSpec:
+def _exec(action: ExecAction, ctx: ErrorContext, prefix: str, env: Mapping[str, str] | None) -> ExecSpec:
     command = action.command or []
     if not command or not command[0]:
         raise ctx.error(join_field(prefix, "command"), "must be a non-empty list of strings")
     if any("\x00" in arg for arg in command):
         raise ctx.error(join_field(prefix, "command"), "must not contain NUL characters")
+    if env is not None:
+        command = [expand_command_argument(arg, env) for arg in command]
     return ExecSpec(command=tuple(command))
 
 
@@ -181,7 +236,7 @@ def resolve_port(
     raw: IntOrString | None,
     ctx: ErrorContext,
     field_path: str,
-    ports: PortContext,
+    ports: ContainerContext,
     *,
     allow_named: bool = True,
 ) -> int:

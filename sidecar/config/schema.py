@@ -12,7 +12,7 @@ instead of silently ignored. Optional fields accept null, as the API server does
 from __future__ import annotations
 
 import re
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
@@ -73,6 +73,8 @@ class Probe(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
 
 
 Action = HTTPGetAction | TCPSocketAction | GRPCAction | ExecAction
+# The probes of a corev1.Container.
+PROBE_KINDS = ("readinessProbe", "livenessProbe", "startupProbe")
 # A probe's handlers, in the order messages list them; a valid probe sets exactly one.
 HANDLER_KEYS = ("httpGet", "tcpSocket", "grpc", "exec")
 
@@ -88,6 +90,13 @@ def handler_keys(probe: object) -> list[str]:
     if not isinstance(probe, dict):
         return []
     return [key for key in HANDLER_KEYS if probe.get(key) is not None]
+
+
+class EnvVar(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    name: str
+    value: str | None = None
+    # A secret, a config map or a field of the pod: known to the kubelet at start, never here.
+    value_from: dict[str, Any] | None = None
 
 
 class ContainerPort(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):

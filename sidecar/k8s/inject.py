@@ -20,7 +20,7 @@ from probes.spec import ExecSpec
 from sidecar.config.containers import containers_from_pod
 from sidecar.config.encode import compact_json, containers_document
 from sidecar.config.pod_template import PodSpecRef, WatchedContainer, find_pod_specs, watched_containers
-from sidecar.config.probe import convert_probe, pod_container_ports
+from sidecar.config.probe import convert_probe, pod_container_context
 from sidecar.config.schema import HANDLER_KEYS, handler_keys
 from sidecar.contract import (
     DEFAULT_DRAIN_SECONDS,
@@ -222,7 +222,7 @@ def _rewrite_liveness(
     handlers = handler_keys(raw)
     if not isinstance(raw, dict) or len(handlers) != 1 or handlers[0] not in REWRITABLE_LIVENESS:
         return spec
-    ports = pod_container_ports(ref, container, ctx)
+    ports = pod_container_context(ref, container, ctx)
     handler, timing = convert_probe(raw, ctx, "livenessProbe", ports)
     rewritten: dict[str, Any] = {"httpGet": {"path": LIVE_PATH.format(container=spec.name), "port": HEALTH_PORT}}
     for key, value in raw.items():

@@ -12,8 +12,8 @@ from typing import Any
 
 from probes.spec import ExecSpec, GrpcSpec, HandlerSpec, HttpGetSpec, TcpSocketSpec
 from sidecar.config.pod_template import PodSpecRef, WatchedContainer
-from sidecar.config.probe import PortContext, convert_probe, pod_container_ports
-from sidecar.config.schema import Probe, probe_actions, to_struct
+from sidecar.config.probe import ContainerContext, convert_probe, pod_container_context
+from sidecar.config.schema import PROBE_KINDS, Probe, probe_actions, to_struct
 from sidecar.contract import DRAIN_PATH, HEALTH_PORT, LIVE_PATH
 from sidecar.errors import ConfigError, ErrorContext, quote
 from sidecar.k8s.lint_rules import Finding
@@ -22,7 +22,6 @@ from sidecar.model import DEFAULT_FAILURE_THRESHOLD, DEFAULT_TIMEOUT_SECONDS, KU
 
 # In whole seconds, as the API server stores them and lint's messages print them.
 KUBELET_TIMEOUT_SECONDS = int(DEFAULT_TIMEOUT_SECONDS)
-PROBE_KINDS = ("readinessProbe", "livenessProbe", "startupProbe")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +48,7 @@ class ContainerLint:
         self.deadline, self.injected = deadline, injected
         self.ctx = ErrorContext(source, ref.label).within(f"container {quote(container.name)}")
         self.findings: list[Finding] = []
-        self.ports = PortContext()
+        self.ports = ContainerContext()
         self.knative_sidecar = False
 
     def add(self, rule: str, message: str) -> None:
@@ -57,7 +56,7 @@ class ContainerLint:
 
     def run(self, *, exec_probes: str) -> list[Finding]:
         try:
-            self.ports = pod_container_ports(self.ref, self.container, self.ctx)
+            self.ports = pod_container_context(self.ref, self.container, self.ctx)
         except ConfigError as err:
             self.add("invalid-manifest", field_problem(err))
         # In Knative only the serving container has a port to fill in; the others are sidecars.
