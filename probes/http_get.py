@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import ipaddress
 import re
-import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -22,7 +21,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import h11
 
-from probes.dial import LINGER_RESET, ConnectFailed, errno_name, open_socket
+from probes.dial import ConnectFailed, errno_name, open_socket
 from probes.result import MAX_MESSAGE_CHARS, Outcome, ProbeResult, sanitize, timed_out
 from probes.spec import KUBE_PROBE_USER_AGENT, HttpGetSpec
 
@@ -238,9 +237,6 @@ async def _exchange(url: _Url, tls: ssl.SSLContext, timeout: float) -> AsyncIter
     if url.scheme not in _DEFAULT_PORTS:
         raise _Failed(f"unsupported scheme {sanitize(url.scheme, _HOST_CHARS)}")
     sock = await open_socket(url.hostname, url.port)
-    # RST on close, as for TCP probes: aggressive probing of a keep-alive server would
-    # otherwise leave a TIME_WAIT socket per attempt on our side.
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
     try:
         if url.scheme == "https":
             reader, writer = await asyncio.open_connection(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from probes.dial import ConnectFailed, close_with_reset, open_socket
+from probes.dial import ConnectFailed, open_socket
 from probes.result import Outcome, ProbeResult, timed_out
 from probes.spec import TcpSocketSpec
 
@@ -34,7 +34,7 @@ class TcpSocketProbe:
             return _failure(timed_out(timeout), started)
         except ConnectFailed as exc:
             return _failure(str(exc), started)
-        close_with_reset(sock)
+        sock.close()  # FIN, as the kubelet's ProbeDialer closes (probes/dial.py)
         return ProbeResult(Outcome.SUCCESS, "connected", time.monotonic() - started)
 
 

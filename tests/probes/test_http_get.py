@@ -488,6 +488,28 @@ async def test_a_body_that_stalls_one_byte_short_of_ten_kib_is_an_error() -> Non
     assert (result.outcome, result.message) == (Outcome.ERROR, "error reading body: timeout after 0.3s")
 
 
+async def test_after_a_complete_response_the_target_sees_a_fin_never_a_reset() -> None:
+    # As the kubelet's ProbeDialer closes (kubernetes pkg/probe/dialer_others.go, issue 89898).
+    ends: list[str] = []
+
+    async def answer_then_watch(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 503 X\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        try:
+            ends.append("fin" if await reader.read(1) == b"" else "data")
+        except ConnectionResetError:
+            ends.append("rst")
+
+    async with raw_server(answer_then_watch) as port:
+        results = [await _probe(port) for _ in range(10)]
+        for _ in range(100):
+            if len(ends) == 10:
+                break
+            await asyncio.sleep(0.01)
+    assert {r.message for r in results} == {"HTTP 503"}
+    assert ends == ["fin"] * 10
+
+
 async def test_a_redirect_carries_the_previous_url_as_referer() -> None:
     # Go's client adds Referer to a redirected request (net/http client.go, refererForURL);
     # the kubelet's client keeps that default.
