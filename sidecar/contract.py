@@ -49,6 +49,12 @@ KNATIVE_PROBE_ENV = "SERVING_READINESS_PROBE"  # Knative queue-proxy's own, read
 
 # Pod annotations.
 NOT_REQUIRED_ANNOTATION = "readiness-sidecar.io/not-required"  # containers reported but never gating
+# How a core pod's readiness probes are scheduled (docs/behaviour.md#probe-modes): the pod's
+# default, and the containers that differ from it. periodSeconds can't say it in a core pod,
+# since the API server fills it in (10) before any webhook sees the pod.
+PROBE_MODE_ANNOTATION = "readiness-sidecar.io/probe-mode"  # "aggressive" (the default) or "kubelet"
+KUBELET_PROBES_ANNOTATION = "readiness-sidecar.io/kubelet-probes"  # "db,worker": the kubelet's schedule
+AGGRESSIVE_PROBES_ANNOTATION = "readiness-sidecar.io/aggressive-probes"  # "app": aggressive mode
 INJECT_ANNOTATION = "readiness-sidecar.io/inject"  # "false" opts a pod out of the webhook
 STATUS_ANNOTATION = "readiness-sidecar.io/status"  # set by inject; what it says:
 STATUS_INJECTED = "injected"

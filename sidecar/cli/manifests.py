@@ -12,7 +12,7 @@ import sys
 
 from sidecar.cli.parser import inject_options
 from sidecar.config.documents import dump_documents, read_manifest
-from sidecar.k8s.inject import inject_documents
+from sidecar.k8s.inject import inject_documents, probe_mode_lines
 from sidecar.k8s.lint import lint_documents
 
 
@@ -30,6 +30,8 @@ def inject_command(args: argparse.Namespace) -> int:
     injected, warnings = inject_documents(manifest.docs, manifest.source, options)
     # Only now, with every document injected, does anything reach stdout.
     text = dump_documents(injected, as_json=manifest.is_json)
+    for line in probe_mode_lines(manifest.docs, manifest.source, options):
+        print(line, file=sys.stderr)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     sys.stdout.write(text)

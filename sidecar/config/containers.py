@@ -2,8 +2,9 @@
 
 The two differ in small, deliberate ways. In a manifest a container may lack a
 name (Knative names it), `required` comes from the pod annotation
-`readiness-sidecar.io/not-required`, and a container with neither a probe nor
-ports is left to the kubelet with a warning. In a containers list a name is
+`readiness-sidecar.io/not-required`, a core pod's annotations choose each readiness
+probe's mode (see `probe_modes`), and a container with neither a probe nor ports is left
+to the kubelet with a warning. In a containers list a name is
 required, `required:` is a field, and such a container is an error: someone wrote
 it down in order to have it watched.
 
@@ -14,7 +15,7 @@ it down in order to have it watched.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from probes.spec import HandlerSpec, TcpSocketSpec
@@ -22,9 +23,18 @@ from sidecar.config.names import check_container_name
 from sidecar.config.pod_template import PodSpecRef, watched_containers
 from sidecar.config.probe import ContainerContext, container_context, convert_probe, pod_container_context
 from sidecar.config.schema import CONTAINER_FIELDS, CONTAINERS_FILE_FIELDS
-from sidecar.contract import NOT_REQUIRED_ANNOTATION
+from sidecar.contract import (
+    AGGRESSIVE_PROBES_ANNOTATION,
+    KUBELET_PROBES_ANNOTATION,
+    NOT_REQUIRED_ANNOTATION,
+    PROBE_MODE_ANNOTATION,
+)
 from sidecar.errors import ErrorContext, field_name, quote, type_words
-from sidecar.model import DEFAULT_TIMEOUT_SECONDS, ContainerSpec, ProbeTiming
+from sidecar.model import DEFAULT_TIMEOUT_SECONDS, KUBELET_PERIOD_SECONDS, ContainerSpec, ProbeTiming
+
+AGGRESSIVE_MODE = "aggressive"
+KUBELET_MODE = "kubelet"
+PROBE_MODE_NAMES = (AGGRESSIVE_MODE, KUBELET_MODE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,15 +44,28 @@ class LoadedContainers:
     label: str  # for SidecarConfig.sources: "pod.yaml", "--probe x2", ...
     containers: tuple[ContainerSpec, ...] = ()
     warnings: Mapping[str, str] = field(default_factory=dict)  # container name -> one line
+    # container name -> one line: which mode its readiness check got, and why (manifests only)
+    modes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeMode:
+    """How one container's readiness check is scheduled, and the reason, for people."""
+
+    aggressive: bool
+    why: str
 
 
 def containers_from_pod(ref: PodSpecRef, source: str) -> LoadedContainers:
     """The containers of one pod template: spec.containers, then native sidecars."""
     ctx = ErrorContext(source, ref.label)
     watched = watched_containers(ref, ctx)
-    not_required = _not_required(ref, ctx, [container.name for container in watched])
+    names = [container.name for container in watched]
+    not_required = _container_list(ref, ctx, NOT_REQUIRED_ANNOTATION, names)
+    pod_modes = None if ref.knative else probe_modes(ref, ctx, names)
     specs: list[ContainerSpec] = []
     warnings: dict[str, str] = {}
+    modes: dict[str, str] = {}
     for container in watched:
         container_ctx = ctx.within(f"container {quote(container.name)}")
         _check_fields(container.entry, container_ctx, CONTAINER_FIELDS)
@@ -51,8 +74,64 @@ def containers_from_pod(ref: PodSpecRef, source: str) -> LoadedContainers:
         spec = _container(container.entry, container.name, container_ctx, ports, required, in_manifest=True)
         if spec.handler is None:
             warnings[container.name] = container_ctx.message("", "no readinessProbe and no ports; left to the kubelet")
+        else:
+            mode = pod_modes[container.name] if pod_modes is not None else _knative_mode(spec.timing)
+            written, spec = spec.timing.period, replace(spec, timing=_scheduled(spec.timing, mode.aggressive))
+            if not mode.aggressive:
+                what = f"kubelet mode, every {spec.timing.period:g}s"
+            else:
+                what = "aggressive mode" + (f" (periodSeconds {written:g} not used)" if written else "")
+            modes[container.name] = container_ctx.message("readiness", f"{what}: {mode.why}")
         specs.append(spec)
-    return LoadedContainers(source, tuple(specs), warnings)
+    return LoadedContainers(source, tuple(specs), warnings, modes)
+
+
+def probe_modes(ref: PodSpecRef, ctx: ErrorContext, names: list[str]) -> dict[str, ProbeMode]:
+    """Each container's mode in a core pod: the annotations decide, never periodSeconds.
+
+    The API server defaults periodSeconds (to 10) before a mutating webhook sees a pod, so
+    "absent means aggressive" can't be read from a core pod at admission; inject reads the
+    same annotations, so both give a workload the same sidecar config. Aggressive mode is
+    the default; `kubelet` keeps a probe's own period (10 s when absent, as the API server
+    fills it in) and thresholds, exactly.
+    """
+    at = f"annotations[{PROBE_MODE_ANNOTATION}]"
+    default = ref.annotation(PROBE_MODE_ANNOTATION)
+    if default is not None and default not in PROBE_MODE_NAMES:
+        raise ctx.error(at, f"must be {' or '.join(PROBE_MODE_NAMES)}, got {quote(default)}")
+    kubelet = _container_list(ref, ctx, KUBELET_PROBES_ANNOTATION, names)
+    aggressive = _container_list(ref, ctx, AGGRESSIVE_PROBES_ANNOTATION, names)
+    if both := sorted(kubelet & aggressive):
+        raise ctx.error(
+            f"annotations[{KUBELET_PROBES_ANNOTATION}]",
+            f"container {quote(both[0])} is also in {AGGRESSIVE_PROBES_ANNOTATION}; name it in one",
+        )
+    modes: dict[str, ProbeMode] = {}
+    for name in names:
+        if name in kubelet:
+            modes[name] = ProbeMode(False, f"named in {KUBELET_PROBES_ANNOTATION}")
+        elif name in aggressive:
+            modes[name] = ProbeMode(True, f"named in {AGGRESSIVE_PROBES_ANNOTATION}")
+        elif default is not None:
+            modes[name] = ProbeMode(default == AGGRESSIVE_MODE, f"{PROBE_MODE_ANNOTATION} is {default}")
+        else:
+            modes[name] = ProbeMode(True, f"the default for a pod; {PROBE_MODE_ANNOTATION}: {KUBELET_MODE}"
+                                          " keeps the kubelet's schedule")
+    return modes
+
+
+def _knative_mode(timing: ProbeTiming) -> ProbeMode:
+    # Knative's CRDs are not defaulted by the core API server: a period as written is the user's.
+    if timing.period:
+        return ProbeMode(False, "periodSeconds is set (Knative)")
+    return ProbeMode(True, "no periodSeconds (Knative)")
+
+
+def _scheduled(timing: ProbeTiming, aggressive: bool) -> ProbeTiming:
+    """The timing the sidecar runs: period 0 is aggressive mode, else the kubelet's period."""
+    if aggressive:
+        return replace(timing, period=0.0)
+    return replace(timing, period=timing.period or float(KUBELET_PERIOD_SECONDS))
 
 
 def containers_from_document(doc: object, ctx: ErrorContext, origin: str) -> LoadedContainers:
@@ -119,9 +198,10 @@ def _container(
     raise ctx.error("", "no readinessProbe and no ports: nothing to probe")
 
 
-def _not_required(ref: PodSpecRef, ctx: ErrorContext, known: list[str]) -> set[str]:
-    at = f"annotations[{NOT_REQUIRED_ANNOTATION}]"
-    value = ref.annotation(NOT_REQUIRED_ANNOTATION)
+def _container_list(ref: PodSpecRef, ctx: ErrorContext, annotation: str, known: list[str]) -> set[str]:
+    """The container names a pod annotation lists, "name1,name2"; ConfigError for another shape or name."""
+    at = f"annotations[{annotation}]"
+    value = ref.annotation(annotation)
     if value is None:
         return set()
     if not isinstance(value, str):

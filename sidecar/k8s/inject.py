@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from probes.spec import ExecSpec
-from sidecar.config.containers import containers_from_pod
+from sidecar.config.containers import LoadedContainers, containers_from_pod
 from sidecar.config.encode import compact_json, containers_document
 from sidecar.config.pod_template import PodSpecRef, WatchedContainer, find_pod_specs, watched_containers
 from sidecar.config.probe import convert_probe, pod_container_context
@@ -55,6 +55,7 @@ __all__ = [
     "inject_documents",
     "inject_object",
     "is_injected",
+    "probe_mode_lines",
     "sidecar_entry",
 ]
 
@@ -96,16 +97,32 @@ def is_injected(pod_spec: dict[str, Any]) -> bool:
     return sidecar_entry(pod_spec) is not None
 
 
+def probe_mode_lines(docs: Sequence[Any], source: str, options: InjectOptions) -> list[str]:
+    """One line per container the sidecar would watch: the mode its readiness check gets, and why."""
+    return [
+        line
+        for doc in docs
+        for ref in find_pod_specs(doc, source)
+        if not is_injected(ref.pod_spec)
+        for line in _sidecar_view(ref, source, options).modes.values()
+    ]
+
+
+def _sidecar_view(ref: PodSpecRef, source: str, options: InjectOptions) -> LoadedContainers:
+    """The pod as the sidecar will watch it: an exec probe the kubelet keeps is invisible to
+    it, so it falls back to a TCP check on the container's port."""
+    keep_exec = options.exec_probes == "kubelet"
+    view = replace(ref, pod_spec=_without_exec_readiness(ref.pod_spec)) if keep_exec else ref
+    return containers_from_pod(view, source)
+
+
 def _inject_template(ref: PodSpecRef, source: str, options: InjectOptions) -> list[str]:
     pod_spec = ref.pod_spec
     if is_injected(pod_spec):
         return []
     ctx = ErrorContext(source, ref.label)
     keep_exec = options.exec_probes == "kubelet"
-    # The loader sees the pod as the sidecar will: an exec probe the kubelet keeps
-    # is invisible to it, so it falls back to a TCP check on the container's port.
-    view = replace(ref, pod_spec=_without_exec_readiness(pod_spec)) if keep_exec else ref
-    loaded = containers_from_pod(view, source)
+    loaded = _sidecar_view(ref, source, options)
     watched = watched_containers(ref, ctx)
     pairs = list(zip(loaded.containers, watched, strict=True))
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sidecar.config.containers import containers_from_document
+from sidecar.config.containers import containers_from_document, probe_modes
 from sidecar.config.documents import load_documents
 from sidecar.config.pod_template import PodSpecRef, find_pod_specs, watched_containers
 from sidecar.contract import CONFIG_ENV, SIDECAR_NAME
@@ -49,6 +49,7 @@ def lint_template(ref: PodSpecRef, source: str, *, exec_probes: str = "kubelet")
     try:
         watched = watched_containers(ref, ctx)
         deadline = _progress_deadline(ref, ctx)
+        modes = None if ref.knative else probe_modes(ref, ctx, [container.name for container in watched])
     except ConfigError as err:
         return [Finding(source, ref.label, "", "invalid-manifest", field_problem(err))]
     injected = _injected_config(ref)
@@ -56,7 +57,9 @@ def lint_template(ref: PodSpecRef, source: str, *, exec_probes: str = "kubelet")
     for container in watched:
         if injected is not None and container.name == SIDECAR_NAME:
             continue
-        findings.extend(ContainerLint(ref, source, container, deadline, injected).run(exec_probes=exec_probes))
+        aggressive = modes[container.name].aggressive if modes is not None else None
+        lint = ContainerLint(ref, source, container, deadline, injected, aggressive)
+        findings.extend(lint.run(exec_probes=exec_probes))
     return findings
 
 

@@ -42,10 +42,12 @@ class ContainerLint:
         container: WatchedContainer,
         deadline: Deadline | None,
         injected: Mapping[str, ContainerSpec] | None,
+        aggressive: bool | None = None,
     ) -> None:
         self.ref, self.source, self.container = ref, source, container
         self.name, self.entry = container.name, container.entry
         self.deadline, self.injected = deadline, injected
+        self.aggressive = aggressive  # the readiness probe's mode; None: periodSeconds decides (Knative)
         self.ctx = ErrorContext(source, ref.label).within(f"container {quote(container.name)}")
         self.findings: list[Finding] = []
         self.ports = ContainerContext()
@@ -110,8 +112,12 @@ class ContainerLint:
 
     def _timing(self, kind: str, probe: Probe) -> None:
         timeout = probe.timeout_seconds or KUBELET_TIMEOUT_SECONDS
-        # A readinessProbe without periodSeconds runs in aggressive mode (sidecar and Knative alike).
-        period = probe.period_seconds or (None if kind == "readinessProbe" else KUBELET_PERIOD_SECONDS)
+        period: int | None = probe.period_seconds or KUBELET_PERIOD_SECONDS
+        if kind == "readinessProbe":
+            # In aggressive mode no period applies: the pod's annotations decide in a core pod,
+            # a missing periodSeconds in Knative.
+            aggressive = self.aggressive if self.aggressive is not None else not probe.period_seconds
+            period = None if aggressive else period
         if period is not None and timeout >= period:
             self.add(
                 "timeout-not-below-period",

@@ -55,9 +55,10 @@ def by_name(config: SidecarConfig) -> dict[str, ContainerSpec]:
 # -- the peer manifests, as their projects wrote them -----------------------------------
 
 PEER_EXPECTATIONS = {
-    # Its own readinessProbe, timing and all.
+    # Its own readinessProbe, timing and all; its periodSeconds 10 gives way to aggressive
+    # mode, a core pod's default (docs/behaviour.md#probe-modes).
     "k8s-tcp-liveness-readiness.yaml": {
-        "goproxy": (TcpSocketSpec(port=8080), ProbeTiming(initial_delay=15, period=10)),
+        "goproxy": (TcpSocketSpec(port=8080), ProbeTiming(initial_delay=15, period=0)),
     },
     # Liveness only, with a port: Knative's default TCP check on the first port.
     "k8s-grpc-liveness.yaml": {"etcd": (TcpSocketSpec(port=2379), ProbeTiming())},

@@ -194,6 +194,12 @@ spec:
     moved, _ = inject_one(manifest, InjectOptions(exec_probes="sidecar"))
     assert "readinessProbe" not in pod_spec_of(moved)["containers"][0]
     entry = sidecar_config(pod_spec_of(moved))["containers"][0]
+    # A core pod's probes are aggressive unless its annotations say kubelet (docs/behaviour.md#probe-modes).
+    assert entry["readinessProbe"] == {"exec": {"command": ["redis-cli", "ping"]}}
+    kept, _ = inject_one(manifest.replace("metadata: {name: cache}", "metadata: {name: cache, annotations:"
+                                          " {readiness-sidecar.io/probe-mode: kubelet}}"),
+                         InjectOptions(exec_probes="sidecar"))
+    entry = sidecar_config(pod_spec_of(kept))["containers"][0]
     assert entry["readinessProbe"] == {"exec": {"command": ["redis-cli", "ping"]}, "periodSeconds": 5}
 
 
@@ -379,7 +385,11 @@ def test_cli_reads_stdin_writes_yaml_and_its_output_injects_to_the_same_bytes(si
     text = (DATA / "knative-seed-service-ja.yaml").read_text()
     first = run_cli("inject", stdin=text, env=sidecar_env)
     assert first.returncode == 0, first.stderr
-    assert first.stderr == ""
+    # No warning: only the mode each readiness check got (docs/behaviour.md#probe-modes).
+    assert first.stderr.splitlines() == [
+        f'<stdin>: Service/runtime: container "{name}": readiness: aggressive mode: no periodSeconds (Knative)'
+        for name in ("first-container", "second-container")
+    ]
     assert first.stdout == inject_text(text)[0]
     second = run_cli("inject", "-f", "-", stdin=first.stdout, env=sidecar_env)
     assert (second.returncode, second.stdout) == (0, first.stdout)

@@ -83,10 +83,11 @@ def test_a_custom_prestop_is_a_warning() -> None:
 
 
 RULE_CASES = {
+    # Only a probe on the kubelet's schedule has a period to overrun (docs/behaviour.md#probe-modes).
     "timeout-not-below-period": pod(
         "{name: a, image: x, ports: [{containerPort: 80}],"
         " readinessProbe: {tcpSocket: {port: 80}, periodSeconds: 2, timeoutSeconds: 2}}"
-    ),
+    ).replace("metadata: {name: p}", "metadata: {name: p, annotations: {readiness-sidecar.io/probe-mode: kubelet}}"),
     "success-threshold-not-one": pod(
         "{name: a, image: x, ports: [{containerPort: 80}], readinessProbe: {tcpSocket: {port: 80}},"
         " livenessProbe: {tcpSocket: {port: 80}, successThreshold: 2}}"
