@@ -21,7 +21,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import h11
 
-from probes.dial import ConnectFailed, errno_name, open_socket
+from probes.dial import NOT_AT_ONCE, ConnectFailed, Dialed, dial_at_once, errno_name, finish_dial
 from probes.result import MAX_MESSAGE_CHARS, Outcome, ProbeResult, sanitize, timed_out
 from probes.spec import KUBE_PROBE_USER_AGENT, HttpGetSpec
 
@@ -70,22 +70,26 @@ class HttpGetProbe:
 
     async def attempt(self, timeout: float) -> ProbeResult:
         started = time.monotonic()
+        first = dial_at_once(self._origin.hostname, self._origin.port)
+        if first.error is not None:  # refused before the loop need know: the common not-ready case
+            return ProbeResult(Outcome.FAILURE, str(first.error)[:MAX_MESSAGE_CHARS], time.monotonic() - started)
         final = _FinalResponse()
         try:
             async with asyncio.timeout(timeout):
-                outcome, message = await self._follow(timeout, final)
+                outcome, message = await self._follow(timeout, final, first)
         except TimeoutError:
             outcome, message = final.outcome_of(timed_out(timeout))
         except (ConnectFailed, _Failed) as exc:
             outcome, message = final.outcome_of(str(exc))
         return ProbeResult(outcome, message[:MAX_MESSAGE_CHARS], time.monotonic() - started)
 
-    async def _follow(self, timeout: float, final: _FinalResponse) -> tuple[Outcome, str]:
+    async def _follow(self, timeout: float, final: _FinalResponse, first: Dialed) -> tuple[Outcome, str]:
         """Go's http.Client with the kubelet's CheckRedirect, one new connection per request."""
         url, host = self._origin, self._host_override or self._origin.authority.encode()
         headers = self._headers
+        dialed = first
         for request in range(1, _MAX_REQUESTS + 1):
-            async with _exchange(url, self._tls, timeout) as exchange:
+            async with _exchange(url, self._tls, timeout, dialed) as exchange:
                 status, location = await exchange.response_head(url, host, headers)
                 if status not in _REDIRECT_STATUSES or location is None:
                     await final.read_body(exchange)  # at most 10 KiB, as the kubelet does, never quoted
@@ -99,6 +103,7 @@ class HttpGetProbe:
             if request == _MAX_REQUESTS:
                 break
             headers = _with_referer(self._headers, url, hop)
+            dialed = NOT_AT_ONCE
             url, host = hop, hop.authority.encode()
             if self._host_override and not urlsplit(location).scheme:
                 host = self._host_override  # Go keeps it across relative Locations only (#22233)
@@ -233,10 +238,12 @@ class _Exchange:
 
 
 @contextlib.asynccontextmanager
-async def _exchange(url: _Url, tls: ssl.SSLContext, timeout: float) -> AsyncIterator[_Exchange]:
+async def _exchange(url: _Url, tls: ssl.SSLContext, timeout: float, dialed: Dialed) -> AsyncIterator[_Exchange]:
     if url.scheme not in _DEFAULT_PORTS:
+        if dialed.sock is not None:
+            dialed.sock.close()
         raise _Failed(f"unsupported scheme {sanitize(url.scheme, _HOST_CHARS)}")
-    sock = await open_socket(url.hostname, url.port)
+    sock = await finish_dial(dialed, url.hostname, url.port)
     try:
         if url.scheme == "https":
             reader, writer = await asyncio.open_connection(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from probes.dial import ConnectFailed, open_socket
+from probes.dial import ConnectFailed, dial_at_once, finish_dial
 from probes.result import Outcome, ProbeResult, timed_out
 from probes.spec import TcpSocketSpec
 
@@ -27,9 +27,15 @@ class TcpSocketProbe:
 
     async def attempt(self, timeout: float) -> ProbeResult:
         started = time.monotonic()
+        dialed = dial_at_once(self.spec.host, self.spec.port)
+        if dialed.error is not None:  # refused before the loop need know: the common not-ready case
+            return _failure(str(dialed.error), started)
+        if dialed.connected and dialed.sock is not None:
+            dialed.sock.close()
+            return ProbeResult(Outcome.SUCCESS, "connected", time.monotonic() - started)
         try:
             async with asyncio.timeout(timeout):
-                sock = await open_socket(self.spec.host, self.spec.port)
+                sock = await finish_dial(dialed, self.spec.host, self.spec.port)
         except TimeoutError:
             return _failure(timed_out(timeout), started)
         except ConnectFailed as exc:

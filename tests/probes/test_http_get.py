@@ -767,3 +767,18 @@ async def _settle(until: int | None = None) -> int:
         if count == previous if until is None else count <= until:
             break
     return count
+
+
+async def test_a_refused_connect_is_answered_without_the_event_loop() -> None:
+    with socket.socket() as reserved:
+        reserved.bind(("127.0.0.1", 0))
+        port = reserved.getsockname()[1]
+        attempt = HttpGetProbe(HttpGetSpec(port=port)).attempt(TIMEOUT)
+        try:
+            attempt.send(None)
+        except StopIteration as done:
+            result = done.value
+        else:
+            attempt.close()
+            raise AssertionError("the attempt waited on the event loop")
+    assert (result.outcome, result.message) == (Outcome.FAILURE, f"connect ECONNREFUSED 127.0.0.1:{port}")

@@ -7,10 +7,11 @@ import contextlib
 import os
 import socket
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
-from probes.result import Outcome
+from probes.result import Outcome, ProbeResult
 from probes.spec import TcpSocketSpec
 from probes.tcp_socket import TcpSocketProbe
 
@@ -178,3 +179,22 @@ async def test_no_file_descriptors_leak_across_hundreds_of_failing_attempts() ->
         after = len(os.listdir("/proc/self/fd"))
     assert {r.outcome for r in results} == {Outcome.FAILURE}
     assert after == before
+
+
+def _finishes_without_suspending(attempt: Any) -> ProbeResult:
+    """Run a coroutine one step: it must return before it ever waits on the event loop."""
+    try:
+        attempt.send(None)
+    except StopIteration as done:
+        result: ProbeResult = done.value
+        return result
+    attempt.close()
+    raise AssertionError("the attempt waited on the event loop")
+
+
+async def test_a_refused_connect_is_answered_without_the_event_loop() -> None:
+    # The kernel has already refused a non-blocking loopback connect when the call returns:
+    # no future, task or timeout scope is needed to learn it (probes/dial.py, dial_at_once).
+    with refusing() as port:
+        result = _finishes_without_suspending(TcpSocketProbe(TcpSocketSpec(port=port)).attempt(TIMEOUT))
+    assert (result.outcome, result.message) == (Outcome.FAILURE, f"connect ECONNREFUSED 127.0.0.1:{port}")

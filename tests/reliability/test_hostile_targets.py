@@ -198,7 +198,8 @@ def test_sigterm_exits_zero_leaving_no_process_behind(run: HostileRun) -> None:
     assert car.get("/healthz")[0] == 200
     car.terminate()
     assert car.wait(15) == 0
-    wait_until(lambda: not car.descendants(), 2.0, "every process the sidecar started to be gone")
+    # SIGKILLed children die at once, but on a loaded machine their exit can take a while to land.
+    wait_until(lambda: not car.descendants(), 5.0, "every process the sidecar started to be gone")
     log = car.log_text()
     assert "Traceback" not in log, log
     assert "drain complete" in log

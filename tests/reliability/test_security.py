@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import select
 import socket
 import ssl
 import subprocess
@@ -90,10 +91,27 @@ def raw_request(port: int, data: bytes, *, tls: bool = False) -> bytes:
             context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
             sock = context.wrap_socket(plain)
         try:
-            sock.sendall(data)
+            view, sent = memoryview(data), 0
+            while sent < len(data):
+                # A server that refuses early (413) answers, then closes with our unsent bytes
+                # still coming: read its answer as soon as it is there, before the reset lands.
+                if select.select([sock], [], [], 0)[0] and (early := _read_now(sock)):
+                    return early
+                sent += sock.send(view[sent : sent + 64 * 1024])
             return sock.recv(256)
         except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
             return b""
+
+
+def _read_now(sock: socket.socket) -> bytes:
+    """What has arrived, without waiting: b"" when it was only TLS housekeeping (a session ticket)."""
+    sock.settimeout(0)
+    try:
+        return sock.recv(256)
+    except (ssl.SSLWantReadError, BlockingIOError):
+        return b""
+    finally:
+        sock.settimeout(10)
 
 
 def status_of(reply: bytes) -> int:
