@@ -68,7 +68,7 @@ async def open_socket(host: str, port: int) -> socket.socket:
     raise first_error or ConnectFailed(f"resolve {host}: no addresses")
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Dialed:
     """What one synchronous connect found out: refused (`error`), `connected`, or neither yet."""
 

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from probes.result import ProbeResult
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -28,6 +32,17 @@ def require_peer(reason: str) -> None:
     if peers_required():
         pytest.fail(f"required peer missing in CI: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def finishes_without_suspending(attempt: Coroutine[Any, Any, ProbeResult]) -> ProbeResult:
+    """Run a probe attempt one step: it must return before it ever waits on the event loop."""
+    try:
+        attempt.send(None)
+    except StopIteration as done:
+        result: ProbeResult = done.value
+        return result
+    attempt.close()
+    raise AssertionError("the attempt waited on the event loop")
 
 
 def sidecar_cmd(*args: str) -> list[str]:

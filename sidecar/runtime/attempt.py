@@ -46,8 +46,11 @@ class GuardedProbe:
         self._last_logged = -CRASH_LOG_EVERY
 
     async def attempt(self, timeout: float) -> ProbeResult:
-        started = time.monotonic()
-        for _ in range(MAX_PROBE_RETRIES):
+        result = await self._try(timeout)
+        if result.outcome.conclusive:  # the hot path: one try, its own result
+            return result
+        started = time.monotonic() - result.duration
+        for _ in range(MAX_PROBE_RETRIES - 1):
             result = await self._try(timeout)
             if result.outcome.conclusive:
                 break

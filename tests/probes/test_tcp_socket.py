@@ -7,13 +7,13 @@ import contextlib
 import os
 import socket
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import pytest
 
-from probes.result import Outcome, ProbeResult
+from probes.result import Outcome
 from probes.spec import TcpSocketSpec
 from probes.tcp_socket import TcpSocketProbe
+from tests.conftest import finishes_without_suspending
 
 TIMEOUT = 0.3  # per attempt: short, so the hanging case stays fast
 SLACK = 0.5  # what a loaded CI machine may add to a bounded attempt
@@ -181,20 +181,9 @@ async def test_no_file_descriptors_leak_across_hundreds_of_failing_attempts() ->
     assert after == before
 
 
-def _finishes_without_suspending(attempt: Any) -> ProbeResult:
-    """Run a coroutine one step: it must return before it ever waits on the event loop."""
-    try:
-        attempt.send(None)
-    except StopIteration as done:
-        result: ProbeResult = done.value
-        return result
-    attempt.close()
-    raise AssertionError("the attempt waited on the event loop")
-
-
 async def test_a_refused_connect_is_answered_without_the_event_loop() -> None:
     # The kernel has already refused a non-blocking loopback connect when the call returns:
     # no future, task or timeout scope is needed to learn it (probes/dial.py, dial_at_once).
     with refusing() as port:
-        result = _finishes_without_suspending(TcpSocketProbe(TcpSocketSpec(port=port)).attempt(TIMEOUT))
+        result = finishes_without_suspending(TcpSocketProbe(TcpSocketSpec(port=port)).attempt(TIMEOUT))
     assert (result.outcome, result.message) == (Outcome.FAILURE, f"connect ECONNREFUSED 127.0.0.1:{port}")

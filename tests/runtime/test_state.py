@@ -15,7 +15,7 @@ import pytest
 from probes.result import Outcome, ProbeResult
 from probes.spec import TcpSocketSpec
 from sidecar.model import ContainerSpec, ProbeTiming
-from sidecar.runtime.state import AggregateState, ContainerState, StateObserver, Transition
+from sidecar.runtime.state import AggregateState, Clock, ContainerState, StateObserver, Transition
 
 OK = ProbeResult(Outcome.SUCCESS, "connected", 0.001)
 WARN = ProbeResult(Outcome.WARNING, "HTTP 302: redirect to other host x not followed", 0.001)
@@ -74,8 +74,6 @@ def test_a_warning_counts_as_success_as_the_kubelet_treats_probe_warning() -> No
 
 def test_the_verdict_carries_when_the_current_readiness_began() -> None:
     now = [100.0]
-    from sidecar.runtime.state import Clock
-
     state = AggregateState([spec()], clock=Clock(monotonic=lambda: now[0], wall=lambda: 0.0))
     now[0] = 105.0
     assert state.record("app", FAIL).since == 100.0, "not ready since start"
