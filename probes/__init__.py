@@ -2,17 +2,21 @@
 
 Each probe runs exactly one attempt and returns a `ProbeResult`; it never raises
 for anything a target does (its caller still guards against bugs: `sidecar.runtime.attempt`).
-It knows nothing of scheduling or thresholds: that lives in `sidecar.runtime`.
-A probe holds nothing between attempts, so there is nothing to close.
+An attempt begins synchronously (`start`, probes/base.py), so a refused connect is
+answered without the event loop. A probe knows nothing of scheduling or thresholds:
+that lives in `sidecar.runtime`. It holds no connection or process between attempts,
+so there is nothing to close.
 
     probe = build_probe(TcpSocketSpec(port=8080))
     result = await probe.attempt(timeout=1.0)
+    started = probe.start(timeout=1.0)   # a ProbeResult now, or a coroutine to await
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
+from probes.base import Started
 from probes.result import Outcome, ProbeResult
 from probes.spec import ExecSpec, GrpcSpec, HandlerSpec, HttpGetSpec, TcpSocketSpec
 
@@ -20,6 +24,10 @@ from probes.spec import ExecSpec, GrpcSpec, HandlerSpec, HttpGetSpec, TcpSocketS
 class Probe(Protocol):
     @property
     def spec(self) -> HandlerSpec: ...
+
+    def start(self, timeout: float) -> Started:
+        """Begin one attempt: its result if known at once, else the coroutine that finishes it."""
+        ...
 
     async def attempt(self, timeout: float) -> ProbeResult:
         """Run one attempt bounded by `timeout` seconds. Never raises for what a target does."""
@@ -53,6 +61,7 @@ __all__ = [
     "Outcome",
     "Probe",
     "ProbeResult",
+    "Started",
     "TcpSocketSpec",
     "build_probe",
 ]

@@ -76,6 +76,8 @@ class Dialed:
     address: _Address | None = None
     connected: bool = False
     error: ConnectFailed | None = None
+    refused: bool = False  # the error is ECONNREFUSED: nothing listens there
+
 
 
 # A host that is not an IP literal needs a lookup first: the loop's path, as before.
@@ -105,7 +107,7 @@ def dial_at_once(host: str, port: int) -> Dialed:
     if code == 0:
         return Dialed(sock, address, connected=True)
     sock.close()
-    return Dialed(error=_connect_failed(code, None, address))
+    return Dialed(error=_connect_failed(code, None, address), refused=code == errno.ECONNREFUSED)
 
 
 async def finish_dial(dialed: Dialed, host: str, port: int) -> socket.socket:

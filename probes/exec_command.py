@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
+from probes.base import ProbeBase, Started
 from probes.result import Outcome, ProbeResult, sanitize, timed_out
 from probes.spec import ExecSpec
 
@@ -38,7 +39,7 @@ _PR_GET_CHILD_SUBREAPER = 37
 REAP_POLL_SECONDS = 0.001
 
 
-class ExecProbe:
+class ExecProbe(ProbeBase):
     """Runs one command per attempt; exit 0 is success.
 
         probe = ExecProbe(ExecSpec(command=("cat", "/tmp/ready")))
@@ -49,7 +50,10 @@ class ExecProbe:
     def __init__(self, spec: ExecSpec) -> None:
         self.spec = spec
 
-    async def attempt(self, timeout: float) -> ProbeResult:
+    def start(self, timeout: float) -> Started:
+        return self._attempt(timeout)  # a process is never answered at once
+
+    async def _attempt(self, timeout: float) -> ProbeResult:
         start = time.monotonic()
         outcome, message = await self._run(seconds=timeout)
         return ProbeResult(outcome, message, time.monotonic() - start)

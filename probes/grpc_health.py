@@ -12,7 +12,9 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from probes.result import Outcome, ProbeResult, sanitize, timed_out
+from probes.base import ProbeBase, Started
+from probes.dial import dial_at_once
+from probes.result import Outcome, ProbeResult, remaining, sanitize, timed_out
 from probes.spec import KUBE_PROBE_USER_AGENT, GrpcSpec, join_host_port
 
 # A health answer is a few bytes; a hostile server must not make us buffer megabytes.
@@ -33,17 +35,19 @@ CHANNEL_OPTIONS: tuple[tuple[str, str | int], ...] = (
 
 # UNAVAILABLE details are long C-core chains; these fragments name the usual causes briefly.
 UNAVAILABLE_REASONS: tuple[tuple[str, str], ...] = (
-    ("Connection refused", "connect refused"),
+    ("Connection refused", "connect refused"),  # REFUSED_MESSAGE
     ("http1.x server", "not a gRPC server (HTTP/1.x answered)"),
     ("Failed parsing HTTP/2", "not a gRPC server (bad HTTP/2)"),
     ("Socket closed", "connection closed by peer"),
     ("Connection reset", "connection reset by peer"),
 )
+# What grpc reports for a refused connect, and so what the fast path answers without it.
+REFUSED_MESSAGE = "grpc UNAVAILABLE: connect refused"
 # Everything before this in an UNAVAILABLE detail is boilerplate.
 UNAVAILABLE_PREFIX = "last error: "
 
 
-class GrpcHealthProbe:
+class GrpcHealthProbe(ProbeBase):
     """Checks one service's health over a channel dialled for this attempt alone.
 
         probe = GrpcHealthProbe(GrpcSpec(port=9090))
@@ -54,17 +58,31 @@ class GrpcHealthProbe:
     def __init__(self, spec: GrpcSpec) -> None:
         self.spec = spec
         self._address = join_host_port(spec.host, spec.port)
+        # While the last attempt found the port refusing, each attempt asks the kernel
+        # first (probes/dial.py) and builds no channel until the port listens. Only then:
+        # against a listening server, that extra connect would be an extra connection.
+        self._refused = False
 
-    async def attempt(self, timeout: float) -> ProbeResult:
-        start = time.monotonic()
+    def start(self, timeout: float) -> Started:
+        started = time.monotonic()
+        if self._refused:
+            dialed = dial_at_once(self.spec.host, self.spec.port)
+            if dialed.refused:
+                return ProbeResult(Outcome.FAILURE, REFUSED_MESSAGE, time.monotonic() - started)
+            if dialed.sock is not None:  # it listens now (or is still connecting): over to grpc
+                dialed.sock.close()
+        return self._attempt(timeout, started)
+
+    async def _attempt(self, timeout: float, started: float) -> ProbeResult:
         try:
             # The RPC carries the deadline too, but a server that stalls the HTTP/2 handshake
             # is only bounded by our own clock.
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(remaining(timeout, started)):
                 outcome, message = await self._check(seconds=timeout)
         except TimeoutError:
             outcome, message = Outcome.FAILURE, timed_out(timeout)
-        return ProbeResult(outcome, message, time.monotonic() - start)
+        self._refused = message == REFUSED_MESSAGE
+        return ProbeResult(outcome, message, time.monotonic() - started)
 
     async def _check(self, seconds: float) -> tuple[Outcome, str]:
         channel = grpc.aio.insecure_channel(self._address, options=CHANNEL_OPTIONS)

@@ -21,8 +21,9 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import h11
 
+from probes.base import ProbeBase, Started
 from probes.dial import NOT_AT_ONCE, ConnectFailed, Dialed, dial_at_once, errno_name, finish_dial
-from probes.result import MAX_MESSAGE_CHARS, Outcome, ProbeResult, sanitize, timed_out
+from probes.result import MAX_MESSAGE_CHARS, Outcome, ProbeResult, remaining, sanitize, timed_out
 from probes.spec import KUBE_PROBE_USER_AGENT, HttpGetSpec
 
 # The kubelet reads at most 10 KiB of body (maxRespBodyLength) and stops there: more is
@@ -54,7 +55,7 @@ _TLS_SHUTDOWN_TIMEOUT = 1.0
 _SWITCHING_PROTOCOLS = re.compile(rb"(?:^|\n)HTTP/1\.[01] 101[ \r]")
 
 
-class HttpGetProbe:
+class HttpGetProbe(ProbeBase):
     """GET the target on a fresh connection, follow same-host redirects, judge the status.
 
         probe = HttpGetProbe(HttpGetSpec(port=8443, scheme="https", headers=(("Host", "app"),)))
@@ -68,14 +69,17 @@ class HttpGetProbe:
         self._host_override, self._headers = _request_headers(spec.headers)
         self._tls = _unverified_tls_context()
 
-    async def attempt(self, timeout: float) -> ProbeResult:
+    def start(self, timeout: float) -> Started:
         started = time.monotonic()
         first = dial_at_once(self._origin.hostname, self._origin.port)
         if first.error is not None:  # refused before the loop need know: the common not-ready case
             return ProbeResult(Outcome.FAILURE, str(first.error)[:MAX_MESSAGE_CHARS], time.monotonic() - started)
+        return self._request(timeout, first, started)
+
+    async def _request(self, timeout: float, first: Dialed, started: float) -> ProbeResult:
         final = _FinalResponse()
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(remaining(timeout, started)):
                 outcome, message = await self._follow(timeout, final, first)
         except TimeoutError:
             outcome, message = final.outcome_of(timed_out(timeout))

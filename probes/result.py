@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass
 
 
@@ -61,3 +62,9 @@ def sanitize(text: str, limit: int = 80) -> str:
 def timed_out(seconds: float) -> str:
     """The message of an attempt that ran out of time, the same for every probe type."""
     return f"timeout after {seconds:g}s"
+
+
+def remaining(timeout: float, started: float) -> float:
+    """What is left of an attempt's `timeout` that began at monotonic `started`: its
+    continuation may start a loop iteration later, and must still end on time."""
+    return max(0.0, timeout - (time.monotonic() - started))

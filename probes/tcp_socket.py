@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-from probes.dial import ConnectFailed, dial_at_once, finish_dial
-from probes.result import Outcome, ProbeResult, timed_out
+from probes.base import ProbeBase, Started
+from probes.dial import ConnectFailed, Dialed, dial_at_once, finish_dial
+from probes.result import Outcome, ProbeResult, remaining, timed_out
 from probes.spec import TcpSocketSpec
 
 
-class TcpSocketProbe:
+class TcpSocketProbe(ProbeBase):
     """Connect, close, report. Holds nothing between attempts.
 
         probe = TcpSocketProbe(TcpSocketSpec(port=8080, host="::1"))
@@ -25,7 +26,7 @@ class TcpSocketProbe:
     def __init__(self, spec: TcpSocketSpec) -> None:
         self.spec = spec
 
-    async def attempt(self, timeout: float) -> ProbeResult:
+    def start(self, timeout: float) -> Started:
         started = time.monotonic()
         dialed = dial_at_once(self.spec.host, self.spec.port)
         if dialed.error is not None:  # refused before the loop need know: the common not-ready case
@@ -33,8 +34,11 @@ class TcpSocketProbe:
         if dialed.connected and dialed.sock is not None:
             dialed.sock.close()
             return ProbeResult(Outcome.SUCCESS, "connected", time.monotonic() - started)
+        return self._finish(dialed, timeout, started)
+
+    async def _finish(self, dialed: Dialed, timeout: float, started: float) -> ProbeResult:
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(remaining(timeout, started)):
                 sock = await finish_dial(dialed, self.spec.host, self.spec.port)
         except TimeoutError:
             return _failure(timed_out(timeout), started)

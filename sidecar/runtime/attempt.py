@@ -9,6 +9,7 @@ kubelet's worker does (HandleCrash, keepGoing).
 
     probe = GuardedProbe(build_probe(spec.handler), spec.name, logger)
     result = await probe.attempt(timeout=1.0)      # never raises, but for cancellation
+    started = probe.start(timeout=1.0)             # a ProbeResult now, or a coroutine (probes/base.py)
     rows = await check_once(config, logger)        # `check`: every container once, in parallel
     result = await LivenessChecks(specs, logger).check("app")   # /live/app
 """
@@ -18,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from probes import HandlerSpec, Probe, ProbeResult, build_probe
+from probes import HandlerSpec, Probe, ProbeResult, Started, build_probe
+from probes.base import finish
 from probes.result import Outcome
 from sidecar.model import ContainerSpec, SidecarConfig
 
@@ -45,27 +48,56 @@ class GuardedProbe:
         self.logger = logger
         self._last_logged = -CRASH_LOG_EVERY
 
+    def start(self, timeout: float) -> Started:
+        """Begin one attempt: its result when the probe knew it at once, else the coroutine
+        that finishes it (retries included)."""
+        begun = time.monotonic()
+        try:
+            started = self.probe.start(timeout)
+        except Exception as exc:
+            return self._crashed(exc, begun)
+        if not isinstance(started, ProbeResult):
+            return self._finish(started, timeout, begun)
+        if started.outcome.conclusive:  # the hot path: a refused connect, answered inline
+            return started
+        return self._retry(started, timeout, begun)
+
     async def attempt(self, timeout: float) -> ProbeResult:
-        result = await self._try(timeout)
-        if result.outcome.conclusive:  # the hot path: one try, its own result
+        return await finish(self.start(timeout))
+
+    async def _finish(self, pending: Coroutine[Any, Any, ProbeResult], timeout: float, begun: float) -> ProbeResult:
+        result = await self._guard(pending, begun)
+        if result.outcome.conclusive:  # one try, its own result
             return result
-        started = time.monotonic() - result.duration
+        return await self._retry(result, timeout, begun)
+
+    async def _retry(self, result: ProbeResult, timeout: float, begun: float) -> ProbeResult:
         for _ in range(MAX_PROBE_RETRIES - 1):
             result = await self._try(timeout)
             if result.outcome.conclusive:
                 break
-        return ProbeResult(result.outcome, result.message, time.monotonic() - started)
+        return ProbeResult(result.outcome, result.message, time.monotonic() - begun)
 
     async def _try(self, timeout: float) -> ProbeResult:
-        started = time.monotonic()
+        begun = time.monotonic()
         try:
-            return await self.probe.attempt(timeout)
+            started = self.probe.start(timeout)
         except Exception as exc:
-            now = time.monotonic()
-            if now - self._last_logged >= CRASH_LOG_EVERY:
-                self._last_logged = now
-                self.logger.error("%s: probe error: %r (logged at most every %gs)", self.name, exc, CRASH_LOG_EVERY)
-            return ProbeResult(Outcome.FAILURE, f"probe error: {type(exc).__name__}", now - started)
+            return self._crashed(exc, begun)
+        return await self._guard(started, begun)
+
+    async def _guard(self, started: Started, begun: float) -> ProbeResult:
+        try:
+            return await finish(started)
+        except Exception as exc:
+            return self._crashed(exc, begun)
+
+    def _crashed(self, exc: Exception, begun: float) -> ProbeResult:
+        now = time.monotonic()
+        if now - self._last_logged >= CRASH_LOG_EVERY:
+            self._last_logged = now
+            self.logger.error("%s: probe error: %r (logged at most every %gs)", self.name, exc, CRASH_LOG_EVERY)
+        return ProbeResult(Outcome.FAILURE, f"probe error: {type(exc).__name__}", now - begun)
 
 
 async def attempt_once(name: str, handler: HandlerSpec, timeout: float, logger: logging.Logger) -> ProbeResult:

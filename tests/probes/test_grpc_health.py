@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from probes.grpc_health import MAX_RESPONSE_BYTES, GrpcHealthProbe
-from probes.result import MAX_MESSAGE_CHARS, Outcome
+from probes.result import MAX_MESSAGE_CHARS, Outcome, ProbeResult
 from probes.spec import KUBE_PROBE_USER_AGENT, GrpcSpec, join_host_port
 
 TIMEOUT = 0.3
@@ -233,6 +233,28 @@ async def test_nothing_listening_is_connect_refused() -> None:
     assert result.outcome is Outcome.FAILURE
     assert result.message == "grpc UNAVAILABLE: connect refused"
     assert time.monotonic() - started < TIMEOUT  # refused fast, not waited out
+
+
+async def test_while_the_port_refuses_no_channel_is_built() -> None:
+    # After one refused attempt through grpc, the probe asks the kernel first (probes/dial.py)
+    # and answers the same message at once, with no channel; once the port listens, grpc
+    # speaks to it again.
+    probe = GrpcHealthProbe(GrpcSpec(port=unused_port()))
+    first = await probe.attempt(TIMEOUT)
+    again = probe.start(TIMEOUT)
+    assert isinstance(again, ProbeResult), "a refusing port needs no event loop"
+    assert first.message == again.message == "grpc UNAVAILABLE: connect refused"
+    servicer = RecordingHealth()
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    assert server.add_insecure_port(f"127.0.0.1:{probe.spec.port}") == probe.spec.port
+    await server.start()
+    try:
+        listening = await probe.attempt(TIMEOUT)
+    finally:
+        await server.stop(None)
+    assert (listening.outcome, listening.message) == (Outcome.SUCCESS, "grpc SERVING")
+    assert len(servicer.peers) == 1
 
 
 async def test_cancellation_propagates() -> None:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from probes.result import Outcome
+from probes.result import Outcome, ProbeResult
 from probes.spec import TcpSocketSpec
 from probes.tcp_socket import TcpSocketProbe
 from tests.conftest import finishes_without_suspending
@@ -186,4 +186,6 @@ async def test_a_refused_connect_is_answered_without_the_event_loop() -> None:
     # no future, task or timeout scope is needed to learn it (probes/dial.py, dial_at_once).
     with refusing() as port:
         result = finishes_without_suspending(TcpSocketProbe(TcpSocketSpec(port=port)).attempt(TIMEOUT))
+        started = TcpSocketProbe(TcpSocketSpec(port=port)).start(TIMEOUT)
     assert (result.outcome, result.message) == (Outcome.FAILURE, f"connect ECONNREFUSED 127.0.0.1:{port}")
+    assert started == ProbeResult(result.outcome, result.message, started.duration), "start() answers it itself"

@@ -11,7 +11,8 @@ import logging
 
 import pytest
 
-from probes import HandlerSpec, ProbeResult
+from probes import HandlerSpec, ProbeResult, Started
+from probes.base import ProbeBase
 from probes.result import Outcome
 from probes.spec import HttpGetSpec, TcpSocketSpec
 from sidecar.model import ContainerSpec
@@ -21,21 +22,29 @@ from tests.target_apps import FlipTarget
 LOGGER = logging.getLogger("readiness_sidecar.test")
 
 
-class ExplodingProbe:
-    """A probe with a bug: what the guard exists for."""
+class ExplodingProbe(ProbeBase):
+    """A probe with a bug: what the guard exists for. It raises on the loop, or in `start` itself."""
 
-    def __init__(self, error: BaseException) -> None:
+    def __init__(self, error: BaseException, *, at_once: bool = False) -> None:
         self.error = error
+        self.at_once = at_once
         self.spec: HandlerSpec = TcpSocketSpec(port=1)
         self.calls = 0
 
-    async def attempt(self, timeout: float) -> ProbeResult:
+    def start(self, timeout: float) -> Started:
         self.calls += 1
+        if self.at_once:
+            raise self.error
+        return self._explode()
+
+    async def _explode(self) -> ProbeResult:
         raise self.error
 
 
-async def test_an_exception_is_a_failure_with_a_short_reason() -> None:
-    result = await GuardedProbe(ExplodingProbe(OSError(24, "Too many open files")), "app", LOGGER).attempt(1.0)
+@pytest.mark.parametrize("at_once", [False, True], ids=["on the loop", "in start"])
+async def test_an_exception_is_a_failure_with_a_short_reason(at_once: bool) -> None:
+    probe = ExplodingProbe(OSError(24, "Too many open files"), at_once=at_once)
+    result = await GuardedProbe(probe, "app", LOGGER).attempt(1.0)
     assert (result.outcome.value, result.message) == ("failure", "probe error: OSError")
     assert result.duration >= 0
 
@@ -83,15 +92,15 @@ async def test_concurrent_liveness_calls_share_one_attempt() -> None:
     assert "app" in checks and "db" not in checks, "only containers with a liveness check have one"
 
 
-class ScriptedProbe:
-    """Answers from a script, one result per try, and counts the tries."""
+class ScriptedProbe(ProbeBase):
+    """Answers from a script, one result per try, and counts the tries; at once, as a refused connect is."""
 
     def __init__(self, *outcomes: Outcome) -> None:
         self.outcomes = list(outcomes)
         self.spec: HandlerSpec = TcpSocketSpec(port=1)
         self.tries = 0
 
-    async def attempt(self, timeout: float) -> ProbeResult:
+    def start(self, timeout: float) -> Started:
         outcome = self.outcomes[min(self.tries, len(self.outcomes) - 1)]
         self.tries += 1
         return ProbeResult(outcome, f"try {self.tries}: {outcome.value}", 0.0)
