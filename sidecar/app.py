@@ -26,7 +26,7 @@ from sidecar.errors import ConfigError
 from sidecar.model import SidecarConfig
 from sidecar.runtime.attempt import GuardedProbe, LivenessChecks
 from sidecar.runtime.drain import Drainer
-from sidecar.runtime.scheduler import ContainerScheduler
+from sidecar.runtime.scheduler import ContainerScheduler, Ticker
 from sidecar.runtime.settings import RunSettings, flag_name
 from sidecar.runtime.state import AggregateState, Clock, StateObserver
 from sidecar.serve.health_http import HealthHttpServer
@@ -95,11 +95,12 @@ class Sidecar:
         metrics_port = (
             await self._metrics.start(s.bind, s.metrics_port) if self._metrics and s.metrics_port is not None else None
         )
+        ticker = Ticker()  # one wake-up per tick for every aggressive container
         for spec in self.config.containers:
             if spec.handler is None:
                 continue
             probe = GuardedProbe(build_probe(spec.handler), spec.name, self.logger)
-            scheduler = ContainerScheduler(self.state, spec, probe, s.aggressive, self.logger)
+            scheduler = ContainerScheduler(self.state, spec, probe, s.aggressive, self.logger, ticker)
             self._tasks[spec.name] = asyncio.create_task(scheduler.run(), name=spec.name)
         return BoundPorts(health, grpc_port, metrics_port)
 

@@ -1,7 +1,7 @@
 """Runtime: when each container is probed, what the results add up to, and how the pod drains.
 
     settings   RunSettings: every `run` setting, its default and its validation
-    scheduler  one ContainerScheduler per container; AggressivePolicy
+    scheduler  one ContainerScheduler per container; AggressivePolicy; the shared Ticker
     state      AggregateState: the kubelet's thresholds, the aggregate, change notification
     drain      Drainer: SIGTERM -> not ready -> drained
     attempt    one guarded attempt: what schedulers, `check` and /live run

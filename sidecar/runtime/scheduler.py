@@ -1,24 +1,36 @@
 """When and how often each container is probed.
 
-One ContainerScheduler per container, each its own task, so a hanging probe
-never delays another and a round over N containers costs the slowest probe.
-Two modes, chosen by the probe's periodSeconds:
+One ContainerScheduler per container, each its own task, so a scheduler's lifetime
+(start, cancellation, a bug that kills it) is one container's alone. Two modes, chosen
+by the probe's periodSeconds:
 
 - periodSeconds > 0: the kubelet's own schedule (prober/worker.go): one attempt per
-  period, ticks dropped when an attempt overruns, as Go's time.Ticker does.
+  period, ticks dropped when an attempt overruns, as Go's time.Ticker does. Each such
+  container sleeps on its own.
 - periodSeconds 0 or absent: aggressive mode (AggressivePolicy), tight while not ready.
+  These containers share one Ticker: a wake-up costs more CPU than a refused attempt
+  (docs/performance.md), so one wake-up starts every attempt that is due. An attempt
+  the probe answers at once (a refused connect, probes/base.py) is recorded inline; one
+  that must wait runs as its own task, so a hanging target never delays another
+  container. The schedule is fixed-rate: the next attempt is due one interval after
+  the last was due, skipping the ticks an overrunning attempt missed.
 
-    scheduler = ContainerScheduler(state, spec, GuardedProbe(probe, logger), AggressivePolicy(), logger)
+    ticker = Ticker()
+    scheduler = ContainerScheduler(state, spec, GuardedProbe(probe, logger), AggressivePolicy(), logger, ticker)
     task = asyncio.create_task(scheduler.run())
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from probes.result import ProbeResult
 from sidecar.model import ContainerSpec
 from sidecar.runtime.attempt import GuardedProbe
 from sidecar.runtime.state import AggregateState, Verdict
@@ -26,6 +38,9 @@ from sidecar.runtime.state import AggregateState, Verdict
 # A timed-out attempt ends within this fraction of its timeout; used to tell a
 # timeout from a quick refusal without parsing messages.
 _TIMEOUT_FRACTION = 0.95
+# A wake-up also starts what is due this close after it: uvloop's timers have millisecond
+# resolution and may fire a little early, and one wake-up for two near ticks is the point.
+TICK_SLACK = 0.0005
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +70,67 @@ class AggressivePolicy:
         return min(self.max_interval, self.interval * 2.0**doublings)
 
 
+class Ticker:
+    """One timer for many schedules: each wake-up runs every callback that is due.
+
+    No task and no future per wake-up, only the loop's timer: `at` keeps a heap of due
+    times and arms one timer for the earliest.
+
+        ticker = Ticker()
+        entry = ticker.at(loop.time() + 0.005, start_attempt)
+        entry.cancel()
+        ticker.wakeups   # how many times the timer fired
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._due: list[tuple[float, int, _Entry]] = []
+        self._order = itertools.count()  # ties run in the order they were added
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self.wakeups = 0
+
+    def at(self, when: float, callback: Callable[[float], None]) -> _Entry:
+        """Call callback(when) at loop time `when`, from the next wake-up at or after it.
+        The callback must not raise."""
+        entry = _Entry(callback)
+        heapq.heappush(self._due, (when, next(self._order), entry))
+        if when < self._timer_at:
+            self._arm(when)
+        return entry
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._loop.call_at(when, self._wake)
+
+    def _wake(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        self.wakeups += 1
+        due = self._due
+        horizon = self._loop.time() + TICK_SLACK
+        while due and due[0][0] <= horizon:
+            when, _, entry = heapq.heappop(due)
+            if not entry.cancelled:
+                entry.callback(when)
+        while due and due[0][2].cancelled:
+            heapq.heappop(due)
+        if due:
+            self._arm(due[0][0])
+
+
+class _Entry:
+    __slots__ = ("callback", "cancelled")
+
+    def __init__(self, callback: Callable[[float], None]) -> None:
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
 class ContainerScheduler:
     def __init__(
         self,
@@ -63,6 +139,7 @@ class ContainerScheduler:
         probe: GuardedProbe,
         policy: AggressivePolicy,
         logger: logging.Logger,
+        ticker: Ticker | None = None,
     ) -> None:
         self.state = state
         self.spec = spec
@@ -70,6 +147,7 @@ class ContainerScheduler:
         self.policy = policy
         self.logger = logger
         self._loop = asyncio.get_running_loop()
+        self._ticker = ticker  # aggressive mode's; one of its own if none is shared
         self._due = 0.0  # loop time the next attempt should start, for lateness
 
     async def run(self) -> None:
@@ -85,10 +163,10 @@ class ContainerScheduler:
         # initialDelaySeconds counts from sidecar start, as the kubelet counts from container start.
         delay = timing.initial_delay - (self.state.clock.monotonic() - self.state.started_mono)
         self._due = self._loop.time() + max(delay, 0.0)
-        await self._sleep_until_due()
         if timing.aggressive:
-            await self._run_aggressive()
+            await _AggressiveRun(self, self._ticker or Ticker()).run()
         else:
+            await self._sleep_until_due()
             await self._run_periodic(timing.period)
 
     async def _sleep_until_due(self) -> None:
@@ -108,30 +186,98 @@ class ContainerScheduler:
                 self._due += period * math.ceil((now - self._due) / period)
             await self._sleep_until_due()
 
-    async def _run_aggressive(self) -> None:
-        policy = self.policy
-        full_timeout = self.spec.timing.timeout
-        short_timeout = min(full_timeout, policy.timeout)
-        verdict = Verdict(ready=False, consecutive_failures=0, since=self.state.started_mono)
-        last_timed_out_short = False
-        while True:
+
+class _AggressiveRun:
+    """One container's aggressive schedule, driven by the shared ticker's callbacks.
+
+    Its task only waits for the end: cancellation, or a bug in a callback, which ends
+    the run as an exception (ContainerScheduler.run records it).
+    """
+
+    def __init__(self, scheduler: ContainerScheduler, ticker: Ticker) -> None:
+        self.scheduler = scheduler
+        self.ticker = ticker
+        self.state = scheduler.state
+        self.name = scheduler.spec.name
+        self.policy = scheduler.policy
+        self._loop = scheduler._loop
+        self._full_timeout = scheduler.spec.timing.timeout
+        self._short_timeout = min(self._full_timeout, self.policy.timeout)
+        self._verdict = Verdict(ready=False, consecutive_failures=0, since=self.state.started_mono)
+        self._timeout = self._short_timeout
+        self._last_timed_out_short = False
+        self._due = scheduler._due
+        self._entry: _Entry | None = None
+        self._in_flight: asyncio.Task[ProbeResult] | None = None
+        self._ended: asyncio.Future[None] = self._loop.create_future()
+
+    async def run(self) -> None:
+        self._entry = self.ticker.at(self._due, self._start_due)
+        try:
+            await self._ended
+        finally:
+            if self._entry is not None:
+                self._entry.cancel()
+            if self._in_flight is not None:
+                # Let a task created this very iteration take its first step before it is
+                # cancelled: one cancelled before it runs never runs the cleanup (a socket
+                # closed, a process group killed) of the attempt `start` already began.
+                await asyncio.sleep(0)
+                if self._in_flight is not None:
+                    self._in_flight.cancel()
+                    await asyncio.wait([self._in_flight])
+
+    def _start_due(self, due: float) -> None:
+        """The ticker's callback: start the attempt that is due, inline if it is known at once."""
+        try:
+            self._entry = None
             # Short attempts keep a not-ready container's probing tight; after one times
             # out, the next gets the full timeoutSeconds so a slow but healthy target can
             # still pass (queue-proxy's fixed 100 ms never lets it).
-            timeout = full_timeout if verdict.ready or last_timed_out_short else short_timeout
-            lateness = max(0.0, self._loop.time() - self._due)
-            result = await self.probe.attempt(timeout)
-            verdict = self.state.record(self.spec.name, result, lateness)
-            last_timed_out_short = (
-                timeout == short_timeout < full_timeout
-                and not result.outcome.ok
-                and result.duration >= short_timeout * _TIMEOUT_FRACTION
-            )
-            now = self._loop.time()
-            if verdict.ready:
-                # A failure while ready is confirmed fast, not one steady period at a time.
-                interval = policy.interval if verdict.consecutive_failures else policy.steady_period
-            else:
-                interval = policy.not_ready_interval(self.state.clock.monotonic() - verdict.since)
-            self._due = now + interval
-            await self._sleep_until_due()
+            ready = self._verdict.ready
+            self._timeout = self._full_timeout if ready or self._last_timed_out_short else self._short_timeout
+            lateness = max(0.0, self._loop.time() - due)
+            started = self.scheduler.probe.start(self._timeout)
+            if isinstance(started, ProbeResult):
+                self._record(started, lateness)
+                return
+            self._in_flight = task = self._loop.create_task(started, name=f"probe {self.name}")
+            task.add_done_callback(lambda done: self._finished(done, lateness))
+        except Exception as exc:
+            self._end(exc)
+
+    def _finished(self, task: asyncio.Task[ProbeResult], lateness: float) -> None:
+        self._in_flight = None
+        if task.cancelled():
+            return  # the run is ending
+        try:
+            self._record(task.result(), lateness)
+        except Exception as exc:
+            self._end(exc)
+
+    def _record(self, result: ProbeResult, lateness: float) -> None:
+        verdict = self._verdict = self.state.record(self.name, result, lateness)
+        timeout = self._timeout
+        self._last_timed_out_short = (
+            timeout == self._short_timeout < self._full_timeout
+            and not result.outcome.ok
+            and result.duration >= self._short_timeout * _TIMEOUT_FRACTION
+        )
+        policy = self.policy
+        if verdict.ready:
+            # A failure while ready is confirmed fast, not one steady period at a time.
+            interval = policy.interval if verdict.consecutive_failures else policy.steady_period
+        else:
+            interval = policy.not_ready_interval(self.state.clock.monotonic() - verdict.since)
+        # Fixed-rate: one interval after the last due time, so containers on the same tick
+        # stay on it; an attempt that overran skips the ticks it missed.
+        self._due += interval
+        now = self._loop.time()
+        if self._due < now - TICK_SLACK:
+            self._due += interval * math.ceil((now - self._due) / interval)
+        if not self._ended.done():
+            self._entry = self.ticker.at(self._due, self._start_due)
+
+    def _end(self, exc: Exception) -> None:
+        if not self._ended.done():
+            self._ended.set_exception(exc)

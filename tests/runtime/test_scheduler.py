@@ -6,19 +6,23 @@ generous bounds (timing itself is measured in benchmarks/)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 
-from probes import build_probe
-from probes.result import ProbeResult
-from probes.spec import ExecSpec, HttpGetSpec
+from probes import Started, build_probe
+from probes.base import ProbeBase
+from probes.result import Outcome, ProbeResult
+from probes.spec import ExecSpec, HttpGetSpec, TcpSocketSpec
 from sidecar.model import ContainerSpec, ProbeTiming
 from sidecar.runtime.attempt import GuardedProbe
-from sidecar.runtime.scheduler import AggressivePolicy, ContainerScheduler
+from sidecar.runtime.scheduler import AggressivePolicy, ContainerScheduler, Ticker
 from sidecar.runtime.state import AggregateState, ContainerState, StateObserver, Transition
+from tests.probes.test_tcp_socket import refusing
 from tests.target_apps import FlipTarget
 
 LOGGER = logging.getLogger("readiness_sidecar.test")
@@ -39,12 +43,16 @@ def http_spec(target: FlipTarget, name: str = "app", **timing: float) -> Contain
     return ContainerSpec(name, HttpGetSpec(port=target.port, path="/health"), ProbeTiming(**timing))  # type: ignore[arg-type]
 
 
-async def run_schedulers(state: AggregateState, policy: AggressivePolicy) -> list[asyncio.Task[None]]:
+async def run_schedulers(
+    state: AggregateState, policy: AggressivePolicy, ticker: Ticker | None = None
+) -> list[asyncio.Task[None]]:
+    """One scheduler per container, every aggressive one on one shared ticker, as the app runs them."""
+    ticker = ticker or Ticker()
     tasks = []
     for name, c in state.containers.items():
         assert c.spec.handler is not None
         probe = GuardedProbe(build_probe(c.spec.handler), name, LOGGER)
-        scheduler = ContainerScheduler(state, c.spec, probe, policy, LOGGER)
+        scheduler = ContainerScheduler(state, c.spec, probe, policy, LOGGER, ticker)
         tasks.append(asyncio.create_task(scheduler.run()))
     return tasks
 
@@ -202,9 +210,6 @@ def test_not_ready_interval_doubles_per_window_up_to_the_cap() -> None:
 
 
 def test_state_starts_not_ready_and_ignores_unobserved_and_optional_containers() -> None:
-    from probes.result import Outcome
-    from probes.spec import TcpSocketSpec
-
     state = AggregateState([
         ContainerSpec("app", TcpSocketSpec(port=1), ProbeTiming(success_threshold=1)),
         ContainerSpec("side", TcpSocketSpec(port=2), required=False),
@@ -216,3 +221,68 @@ def test_state_starts_not_ready_and_ignores_unobserved_and_optional_containers()
     assert state.ready, "a warning counts as success; optional and unobserved don't gate"
     state.set_draining(True)
     assert not state.ready
+
+
+async def test_aggressive_containers_share_one_wake_up_per_tick() -> None:
+    # A wake-up costs more than a refused attempt (docs/performance.md): four not-ready
+    # containers on one ticker are started by the same wake-up, every tick.
+    with contextlib.ExitStack() as ports:
+        specs = [ContainerSpec(f"c{i}", TcpSocketSpec(port=ports.enter_context(refusing()))) for i in range(4)]
+        state = AggregateState(specs)
+        ticker = Ticker()
+        tasks = await run_schedulers(state, AggressivePolicy(interval=0.005), ticker)
+        try:
+            await asyncio.sleep(0.3)
+        finally:
+            await stop(tasks)
+    attempts = [c.attempts for c in state.containers.values()]
+    assert min(attempts) >= 10, attempts
+    assert max(attempts) - min(attempts) <= 1, "all four are due on the same ticks"
+    assert ticker.wakeups <= max(attempts) + 1, f"{ticker.wakeups} wake-ups for {attempts} attempts"
+
+
+class SlowProbe(ProbeBase):
+    """Fails after `seconds` on the loop, and notes the loop time each attempt began."""
+
+    def __init__(self, seconds: float) -> None:
+        self.spec = TcpSocketSpec(port=1)
+        self.seconds = seconds
+        self.started: list[float] = []
+
+    def start(self, timeout: float) -> Started:
+        self.started.append(asyncio.get_running_loop().time())
+        return self._fail()
+
+    async def _fail(self) -> ProbeResult:
+        await asyncio.sleep(self.seconds)
+        return ProbeResult(Outcome.FAILURE, "slow", self.seconds)
+
+
+class LatenessRecorder(StateObserver):
+    def __init__(self) -> None:
+        self.lateness: list[float] = []
+
+    def attempt_recorded(self, container: ContainerState, result: ProbeResult, lateness: float) -> None:
+        self.lateness.append(lateness)
+
+
+async def test_the_aggressive_schedule_is_fixed_rate_and_skips_missed_ticks() -> None:
+    # An attempt that takes 1.5 intervals misses one tick: the next is due two intervals
+    # after the last was due, never 1.5 intervals after it began, as interval-after-end gives.
+    interval = 0.02
+    probe = SlowProbe(1.5 * interval)
+    recorder = LatenessRecorder()
+    spec = ContainerSpec("slow", probe.spec)
+    state = AggregateState([spec], observers=[recorder])
+    guarded = GuardedProbe(probe, "slow", LOGGER)
+    scheduler = ContainerScheduler(state, spec, guarded, AggressivePolicy(interval=interval), LOGGER)
+    task = asyncio.create_task(scheduler.run())
+    try:
+        await asyncio.sleep(0.5)
+    finally:
+        await stop([task])
+    # When each was due: when it began, less how late it began (recorded with the result).
+    due = [began - late for began, late in zip(probe.started, recorder.lateness, strict=False)]
+    steps = [(b - a) / interval for a, b in itertools.pairwise(due)]
+    assert len(steps) >= 5, steps
+    assert all(round(step) >= 2 and abs(step - round(step)) < 0.05 for step in steps), steps
