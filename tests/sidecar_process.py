@@ -57,11 +57,11 @@ def sidecar_environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def run_command(
     args: Iterable[str], *, bind: str = "127.0.0.1", launcher: Sequence[str] = ("-m", "sidecar"),
-    cpus: str | None = None,
+    cpus: str | None = None, python: str | None = None,
 ) -> list[str]:
-    """argv of `readiness-sidecar run --bind BIND --ports-file - ARGS...` with this interpreter."""
+    """argv of `readiness-sidecar run --bind BIND --ports-file - ARGS...` with this interpreter (or `python`)."""
     prefix = ["taskset", "-c", cpus] if cpus else []
-    return [*prefix, sys.executable, *launcher, "run", "--bind", bind, *PORTS_TO_STDOUT, *args]
+    return [*prefix, python or sys.executable, *launcher, "run", "--bind", bind, *PORTS_TO_STDOUT, *args]
 
 
 class SidecarProcess:
@@ -90,12 +90,19 @@ class SidecarProcess:
         cpus: str | None = None,
         timeout: float = 30.0,
         log_lines: int | None = None,
+        python: str | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> SidecarProcess:
-        """Start `run ARGS...` on 127.0.0.1 and return once it listens (its ports line arrived)."""
+        """Start `run ARGS...` on 127.0.0.1 and return once it listens (its ports line arrived).
+
+        `python` and `environ` (the whole environment, `env` still added on top) run another
+        install of the sidecar, as the benchmarks' --baseline-rev does; by default it is this
+        interpreter with this checkout first on the path.
+        """
         proc = await asyncio.create_subprocess_exec(
-            *run_command(args, cpus=cpus),
+            *run_command(args, cpus=cpus, python=python),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env=sidecar_environ(env), start_new_session=True,
+            env=sidecar_environ(env) if environ is None else {**environ, **(env or {})}, start_new_session=True,
         )
         assert proc.stdout is not None
         car = cls(proc, Ports(0, None, None), collections.deque(maxlen=log_lines))
