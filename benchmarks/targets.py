@@ -128,6 +128,9 @@ class TcpTargets:
             loop = asyncio.get_running_loop()
             self._servers[name] = await loop.create_server(_CloseAtOnce, sock=sock, backlog=BACKLOG)
 
+    def port(self, name: str) -> int:
+        return self._ports[name]
+
     def probe_json(self, name: str) -> dict[str, Any]:
         return {"tcpSocket": {"host": LOOPBACK, "port": self._ports[name]}}
 
@@ -159,13 +162,14 @@ class HttpTargets:
         self._runner: web.AppRunner | None = None
 
     @classmethod
-    async def start(cls, delay: float = 0.0) -> HttpTargets:
+    async def start(cls, delay: float = 0.0, *, port: int = 0) -> HttpTargets:
+        """Listening on `port` (0: any free port) from now on."""
         targets = cls(delay)
         app = web.Application()
         app.router.add_get("/{name}", targets._handle)
         targets._runner = web.AppRunner(app, access_log=None)
         await targets._runner.setup()
-        site = web.TCPSite(targets._runner, LOOPBACK, 0, backlog=BACKLOG)
+        site = web.TCPSite(targets._runner, LOOPBACK, port, backlog=BACKLOG)
         await site.start()
         targets.port = int(targets._runner.addresses[0][1])
         return targets
@@ -195,7 +199,7 @@ class HttpTargets:
         self._ready[name] = ready
 
     def probe_json(self, name: str) -> dict[str, Any]:
-        return {"httpGet": {"host": LOOPBACK, "port": self.port, "path": f"/{name}"}}
+        return http_probe_json(self.port, name)
 
     def handler_spec(self, name: str) -> HandlerSpec:
         return HttpGetSpec(port=self.port, path=f"/{name}", host=LOOPBACK)
@@ -203,6 +207,11 @@ class HttpTargets:
     async def close(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+def http_probe_json(port: int, name: str) -> dict[str, Any]:
+    """The httpGet probe of HttpTargets' endpoint `name` on `port`, whether or not it listens yet."""
+    return {"httpGet": {"host": LOOPBACK, "port": port, "path": f"/{name}"}}
 
 
 class GrpcTargets:
