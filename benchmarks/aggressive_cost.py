@@ -14,7 +14,7 @@ from pathlib import Path
 from benchmarks.detection import Variant
 from benchmarks.proc_usage import CpuMeter, rss_mib
 from benchmarks.prom_text import Scrape
-from benchmarks.sidecar_process import container, metrics_text, start_sidecar
+from benchmarks.sidecar_process import THIS_CHECKOUT, SidecarInstall, container, metrics_text, start_sidecar
 from benchmarks.targets import start_targets
 
 
@@ -29,9 +29,17 @@ class AggressiveCost:
     def cpu_per_container(self) -> float:
         return self.cpu_percent / self.containers
 
+    @classmethod
+    def mean(cls, costs: list[AggressiveCost]) -> AggressiveCost:
+        """Equal windows of one configuration (rounds of an alternation) as one."""
+        n = len(costs)
+        return cls(costs[0].containers, sum(c.cpu_percent for c in costs) / n,
+                   sum(c.attempts_per_second for c in costs) / n, sum(c.rss_mib for c in costs) / n)
+
 
 async def aggressive_cost(
-    kind: str, variant: Variant, workdir: Path, *, containers: int = 4, seconds: float = 2.0
+    kind: str, variant: Variant, workdir: Path, *, containers: int = 4, seconds: float = 2.0,
+    install: SidecarInstall = THIS_CHECKOUT,
 ) -> AggressiveCost:
     """CPU of a sidecar whose `containers` never become ready, inside the aggressive window."""
     targets = await start_targets(kind)
@@ -40,7 +48,7 @@ async def aggressive_cost(
         await targets.add(name, ready=False)
     sidecar = await start_sidecar(
         [container(n, targets.probe_json(n)) for n in names], workdir,
-        flags=variant.flags(), loop=variant.loop,
+        flags=variant.flags(), loop=variant.loop, install=install,
     )
     try:
         await asyncio.sleep(0.5)  # past start-up: imports and the first attempts are not the steady cost

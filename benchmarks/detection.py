@@ -23,7 +23,7 @@ import aiohttp
 
 from benchmarks.proc_usage import has_loaded
 from benchmarks.ready_client import LongPoll, close_quietly, new_session, wait_for_status
-from benchmarks.sidecar_process import SidecarProcess, container, start_sidecar
+from benchmarks.sidecar_process import THIS_CHECKOUT, SidecarInstall, SidecarProcess, container, start_sidecar
 from benchmarks.targets import Targets, start_targets
 
 # The steady period only paces probing while ready, which a trial never measures; at
@@ -71,9 +71,18 @@ class DetectionRun:
     answer_paths: list[float]
     uvloop_loaded: bool  # what the sidecar really ran, read from its memory map
 
+    @classmethod
+    def merge(cls, runs: list[DetectionRun]) -> DetectionRun:
+        """Runs of one variant (rounds of an alternation) as one; uvloop only if every run had it."""
+        return cls(
+            [s for r in runs for s in r.samples], [w for r in runs for w in r.schedule_waits],
+            [a for r in runs for a in r.answer_paths], all(r.uvloop_loaded for r in runs),
+        )
+
 
 async def sidecar_detection(
-    kind: str, variant: Variant, trials: int, workdir: Path, *, steady_period: str | None = TRIAL_STEADY_PERIOD
+    kind: str, variant: Variant, trials: int, workdir: Path, *, steady_period: str | None = TRIAL_STEADY_PERIOD,
+    install: SidecarInstall = THIS_CHECKOUT,
 ) -> DetectionRun:
     """`steady_period` None keeps the sidecar's 1 s: each trial then waits ~0.5 s to turn unready."""
     targets = await start_targets(kind)
@@ -81,6 +90,7 @@ async def sidecar_detection(
     sidecar = await start_sidecar(
         [container("app", targets.probe_json("app"))], workdir,
         flags=(*variant.flags(), *(("--steady-period", steady_period) if steady_period else ())), loop=variant.loop,
+        install=install,
     )
     session = new_session()
     samples: list[float] = []
@@ -95,7 +105,7 @@ async def sidecar_detection(
                 paths.append(sample - wait)
         uvloop_loaded = has_loaded(sidecar.pid, "uvloop")
     except Exception as exc:
-        raise RuntimeError(f"{kind} {variant.label}: {exc!r}\n" + "".join(list(sidecar.log)[-10:])) from exc
+        raise RuntimeError(f"{kind} {variant.label} ({install.label}): {exc!r}\n" + "".join(list(sidecar.log)[-10:])) from exc
     finally:
         await close_quietly(session)
         await sidecar.stop()

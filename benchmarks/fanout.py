@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks.proc_usage import CpuMeter, rss_mib
 from benchmarks.ready_client import LongPoll
-from benchmarks.sidecar_process import container, start_sidecar
+from benchmarks.sidecar_process import THIS_CHECKOUT, SidecarInstall, container, start_sidecar
 from benchmarks.targets import HttpTargets
 
 PROBE_SECONDS = 0.050
@@ -45,13 +45,31 @@ class FanoutRun:
     def sequential_round_seconds(self) -> float:
         return self.containers * PROBE_SECONDS
 
+    @classmethod
+    def mean(cls, runs: list[FanoutRun]) -> FanoutRun:
+        """Runs of one N (rounds of an alternation) as one: the mean of each figure."""
 
-async def fanout(n: int, workdir: Path, *, steady_seconds: float = 0.0) -> FanoutRun:
+        def mean(values: list[float | None]) -> float | None:
+            known = [v for v in values if v is not None]
+            return sum(known) / len(known) if known else None
+
+        n = len(runs)
+        return cls(
+            runs[0].containers, sum(r.round_seconds for r in runs) / n, sum(r.start_spread_seconds for r in runs) / n,
+            sum(r.all_ready_seconds for r in runs) / n, mean([r.steady_cpu_percent for r in runs]),
+            mean([r.steady_rss_mib for r in runs]),
+        )
+
+
+async def fanout(
+    n: int, workdir: Path, *, steady_seconds: float = 0.0, install: SidecarInstall = THIS_CHECKOUT
+) -> FanoutRun:
     targets = await HttpTargets.start(delay=PROBE_SECONDS)
     names = [f"c{i}" for i in range(n)]
     for name in names:
         await targets.add(name, ready=False)
-    sidecar = await start_sidecar([container(name, targets.probe_json(name)) for name in names], workdir)
+    sidecar = await start_sidecar([container(name, targets.probe_json(name)) for name in names], workdir,
+                                  install=install)
     try:
         async with asyncio.timeout(ROUND_TIMEOUT):
             await targets.all_first_requests.wait()

@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 
 from benchmarks.ready_client import close_quietly, new_session, wait_for_status
-from benchmarks.sidecar_process import SidecarProcess, container, start_sidecar
+from benchmarks.sidecar_process import THIS_CHECKOUT, SidecarInstall, SidecarProcess, container, start_sidecar
 from benchmarks.targets import HttpTargets
 
 FAILURE_THRESHOLD = 3
@@ -36,7 +36,9 @@ MODES = {
 }
 
 
-async def unready_detection(workdir: Path, *, per_mode: int, seconds: float) -> dict[str, list[float]]:
+async def unready_detection(
+    workdir: Path, *, per_mode: int, seconds: float, install: SidecarInstall = THIS_CHECKOUT
+) -> dict[str, list[float]]:
     targets = await HttpTargets.start()
     names = {mode: [f"{'agg' if mode == 'defaults' else 'kub'}{i}" for i in range(per_mode)] for mode in MODES}
     specs = []
@@ -44,7 +46,7 @@ async def unready_detection(workdir: Path, *, per_mode: int, seconds: float) -> 
         for name in mode_names:
             await targets.add(name, ready=True)
             specs.append(container(name, targets.probe_json(name), **MODES[mode]))
-    sidecar = await start_sidecar(specs, workdir)
+    sidecar = await start_sidecar(specs, workdir, install=install)
     session = new_session()
     try:
         await wait_for_status(session, sidecar.base + "/ready?wait=10s", 200, interval=0.01, timeout=15)
