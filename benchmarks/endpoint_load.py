@@ -7,8 +7,8 @@ server gets one core to itself, as the "on one core" reference ceiling assumes: 
 aiohttp handler at 31k req/s (asyncio) / 39k (uvloop) on a faster machine, as
 docs/performance.md records.
 
-    run = await endpoint_load("uvloop", workdir, seconds=10, idle_seconds=3)   # 2 x 5 s per server
-    run.sidecar.requests_per_second / run.bare.requests_per_second
+    runs = await endpoint_load("uvloop", workdir, seconds=10, idle_seconds=3)   # 2 x 5 s per server
+    runs["this"].sidecar.requests_per_second / runs["this"].bare.requests_per_second
 """
 
 from __future__ import annotations
@@ -19,14 +19,22 @@ import os
 import random
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.proc_usage import CpuMeter, has_loaded
 from benchmarks.prom_text import HistogramDelta, Scrape
 from benchmarks.ready_client import close_quietly, new_session, wait_for_status
-from benchmarks.sidecar_process import REPO, container, metrics_text, start_sidecar
+from benchmarks.sidecar_process import (
+    REPO,
+    THIS_CHECKOUT,
+    SidecarInstall,
+    SidecarProcess,
+    container,
+    metrics_text,
+    start_sidecar,
+)
 from benchmarks.targets import HttpTargets, TcpTargets
 from benchmarks.wrk_runner import WrkResult, run_wrk
 
@@ -87,13 +95,21 @@ class LoadRun:
         return self.sidecar.requests_per_second / self.bare.requests_per_second
 
 
-async def endpoint_load(loop_name: str, workdir: Path, *, seconds: float, idle_seconds: float) -> LoadRun:
-    """Each server gets `seconds` of flood in alternating halves (bare, sidecar, bare, sidecar),
-    so a burst of load from other processes on a shared machine hits both alike."""
+async def endpoint_load(
+    loop_name: str, workdir: Path, *, seconds: float, idle_seconds: float,
+    installs: Sequence[SidecarInstall] = (THIS_CHECKOUT,),
+) -> dict[str, LoadRun]:
+    """Each server gets `seconds` of flood in alternating halves (bare, then each sidecar in turn,
+    twice), so a burst of load from other processes on a shared machine hits all alike.
+
+    With several installs (a baseline revision and this checkout), each has its own sidecar and
+    targets, started together; a sidecar idles beside the one being flooded (8 containers at the
+    1 s steady period, and the flapper), on the same core, the same for each. Keyed by install label.
+    """
     placement = Placement.for_this_machine()
     with _pinned(placement.client_cpus):
         async with _bare_server(loop_name, placement) as bare_url:
-            return await _flood_both(loop_name, placement, bare_url, workdir, seconds, idle_seconds)
+            return await _flood_all(loop_name, placement, bare_url, workdir, seconds, idle_seconds, installs)
 
 
 @contextlib.contextmanager
@@ -127,10 +143,25 @@ async def _bare_server(loop_name: str, placement: Placement) -> AsyncIterator[st
         await proc.wait()
 
 
-async def _flood_both(
-    loop_name: str, placement: Placement, bare_url: str, workdir: Path, seconds: float, idle_seconds: float
-) -> LoadRun:
+@dataclass
+class _Subject:
+    """One sidecar under load, its own targets and what its floods measured."""
+
+    install: SidecarInstall
+    sidecar: SidecarProcess
+    http: HttpTargets
+    halves: list[WrkResult] = field(default_factory=list)
+    lateness: list[HistogramDelta] = field(default_factory=list)
+    transitions: float = 0.0
+    cpu_percent: float = 0.0
+
+
+async def _start_subject(
+    stack: contextlib.AsyncExitStack, install: SidecarInstall, loop_name: str, placement: Placement, workdir: Path
+) -> _Subject:
     tcp, http = await TcpTargets.start(), await HttpTargets.start()
+    stack.push_async_callback(tcp.close)
+    stack.push_async_callback(http.close)
     specs = []
     for i in range(4):
         await tcp.add(f"tcp{i}", ready=True)
@@ -138,52 +169,68 @@ async def _flood_both(
     for name in ("http0", "http1", "http2", "flapper"):
         await http.add(name, ready=True)
         specs.append(container(name, http.probe_json(name)))
-    sidecar = await start_sidecar(specs, workdir, loop=loop_name, cpus=placement.server_cpus)
-    session = new_session()
-    flapper = None
+    sidecar = await start_sidecar(specs, workdir, loop=loop_name, cpus=placement.server_cpus, install=install)
+    stack.push_async_callback(sidecar.stop)
+    return _Subject(install, sidecar, http)
 
+
+async def _flood_all(
+    loop_name: str, placement: Placement, bare_url: str, workdir: Path, seconds: float, idle_seconds: float,
+    installs: Sequence[SidecarInstall],
+) -> dict[str, LoadRun]:
     async def flood(url: str) -> WrkResult:
         # wrk takes whole seconds only.
         return await run_wrk(url, seconds=max(1, round(seconds / HALVES)), connections=CONNECTIONS, threads=THREADS,
                              cpus=placement.client_cpus)
 
-    try:
-        await wait_for_status(session, sidecar.base + "/ready?wait=10s", 200, interval=0.01, timeout=15)
-        flapper = asyncio.create_task(_flap(http, "flapper"))
-        idle_start = Scrape.parse(await metrics_text(sidecar))
+    async with contextlib.AsyncExitStack() as stack:
+        session = new_session()
+        stack.push_async_callback(close_quietly, session)
+        subjects = [await _start_subject(stack, install, loop_name, placement, workdir) for install in installs]
+        for subject in subjects:
+            await wait_for_status(session, subject.sidecar.base + "/ready?wait=10s", 200, interval=0.01, timeout=15)
+        for subject in subjects:
+            flapper = asyncio.create_task(_flap(subject.http, "flapper"))
+            stack.push_async_callback(_cancel, flapper)
+        idle_start = [Scrape.parse(await metrics_text(s.sidecar)) for s in subjects]
         await asyncio.sleep(idle_seconds)
-        idle_end = Scrape.parse(await metrics_text(sidecar))
-        bare_halves, sidecar_halves, lateness, transitions, cpu = [], [], [], 0.0, 0.0
+        idle = [
+            HistogramDelta.between(start, Scrape.parse(await metrics_text(s.sidecar)), LATENESS)
+            for start, s in zip(idle_start, subjects, strict=True)
+        ]
+        bare_halves = []
         for _ in range(HALVES):
             bare_halves.append(await flood(bare_url))
-            before = Scrape.parse(await metrics_text(sidecar))
-            meter = CpuMeter(sidecar.pid)
-            sidecar_halves.append(await flood(sidecar.base + "/ready"))
-            cpu += meter.percent() / HALVES
-            after = Scrape.parse(await metrics_text(sidecar))
-            lateness.append(HistogramDelta.between(before, after, LATENESS))
-            transitions += after.total("readiness_transitions_total") - before.total("readiness_transitions_total")
-        verified = has_loaded(sidecar.pid, "uvloop") == (loop_name == "uvloop")
-    finally:
-        if flapper is not None:
-            flapper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flapper
-        await close_quietly(session)
-        await sidecar.stop()
-        await tcp.close()
-        await http.close()
-    return LoadRun(
-        loop=loop_name,
-        placement=placement.describe(),
-        bare=WrkResult.combine(bare_halves),
-        sidecar=WrkResult.combine(sidecar_halves),
-        sidecar_cpu_percent=cpu,
-        jitter_idle=Jitter.of(HistogramDelta.between(idle_start, idle_end, LATENESS)),
-        jitter_flood=Jitter.of(HistogramDelta.combine(lateness)),
-        transitions_during_flood=int(transitions),
-        loop_verified=verified,
-    )
+            for subject in subjects:
+                before = Scrape.parse(await metrics_text(subject.sidecar))
+                meter = CpuMeter(subject.sidecar.pid)
+                subject.halves.append(await flood(subject.sidecar.base + "/ready"))
+                subject.cpu_percent += meter.percent() / HALVES
+                after = Scrape.parse(await metrics_text(subject.sidecar))
+                subject.lateness.append(HistogramDelta.between(before, after, LATENESS))
+                subject.transitions += (after.total("readiness_transitions_total")
+                                        - before.total("readiness_transitions_total"))
+        bare = WrkResult.combine(bare_halves)
+        return {
+            s.install.label: LoadRun(
+                loop=loop_name,
+                placement=placement.describe(),
+                bare=bare,
+                sidecar=WrkResult.combine(s.halves),
+                sidecar_cpu_percent=s.cpu_percent,
+                jitter_idle=Jitter.of(idle_delta),
+                jitter_flood=Jitter.of(HistogramDelta.combine(s.lateness)),
+                transitions_during_flood=int(s.transitions),
+                loop_verified=has_loaded(s.sidecar.pid, "uvloop") == (loop_name == "uvloop"),
+            )
+            for s, idle_delta in zip(subjects, idle, strict=True)
+        }
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _flap(targets: HttpTargets, name: str) -> None:

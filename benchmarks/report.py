@@ -32,6 +32,8 @@ class Row:
     ratio: str = ""
     goal: str = ""
     verdict: str = ""  # MET, MISSED or "" when the issue sets no goal
+    before: str = ""  # with --baseline-rev: the same figure on the baseline revision
+    change: str = ""  # and this ÷ baseline of its headline numbers
 
 
 def verdict(ok: bool) -> str:
@@ -51,12 +53,23 @@ def times(value: float) -> str:
     return f"{value:.0f}x" if value >= 10 else f"{value:.2f}x" if value < 1 else f"{value:.1f}x"
 
 
+def change(value: float) -> str:
+    """A this ÷ baseline ratio, two decimals: '0.83x', '1.04x'."""
+    return "-" if math.isnan(value) else f"{value:.2f}x"
+
+
 _HEADERS = ("§", "figure", "measured", "baseline (same run)", "ratio", "goal", "verdict")
 
 
-def render_table(rows: list[Row]) -> str:
-    cells = [_HEADERS] + [astuple_row(r) for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(_HEADERS))]
+def _headers(before_label: str | None) -> tuple[str, ...]:
+    return _HEADERS if before_label is None else (*_HEADERS, f"before ({before_label})", "this / before")
+
+
+def render_table(rows: list[Row], before_label: str | None = None) -> str:
+    """`before_label` (the baseline revision) adds its two columns."""
+    headers = _headers(before_label)
+    cells = [headers] + [astuple_row(r, before_label is not None) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(headers))]
     lines = []
     for index, cell in enumerate(cells):
         lines.append("  ".join(text.ljust(width) for text, width in zip(cell, widths, strict=True)).rstrip())
@@ -65,17 +78,19 @@ def render_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(rows: list[Row]) -> str:
+def render_markdown(rows: list[Row], before_label: str | None = None) -> str:
     def esc(text: str) -> str:
         return text.replace("|", "\\|")
 
-    lines = ["| " + " | ".join(_HEADERS) + " |", "|" + "---|" * len(_HEADERS)]
-    lines += ["| " + " | ".join(esc(c) for c in astuple_row(r)) + " |" for r in rows]
+    headers = _headers(before_label)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(esc(c) for c in astuple_row(r, before_label is not None)) + " |" for r in rows]
     return "\n".join(lines)
 
 
-def astuple_row(row: Row) -> tuple[str, ...]:
-    return (row.section, row.figure, row.measured, row.baseline, row.ratio, row.goal, row.verdict)
+def astuple_row(row: Row, with_before: bool = False) -> tuple[str, ...]:
+    cells = (row.section, row.figure, row.measured, row.baseline, row.ratio, row.goal, row.verdict)
+    return (*cells, row.before, row.change) if with_before else cells
 
 
 def _version(package: str) -> str | None:
