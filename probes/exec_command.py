@@ -6,19 +6,26 @@
 The command runs inside the sidecar's own container, without a shell. Whatever happens,
 the whole process group is SIGKILLed when the attempt ends, so nothing it started
 outlives the attempt.
+
+How a child is run, the same on asyncio and uvloop: spawned by subprocess.Popen (vfork
+on Linux: no page tables copied, whatever the sidecar's RSS), its exit learned from a
+pidfd the loop watches, and exactly that pid reaped. No child watcher, no thread, no
+subprocess transport. Where pidfds are missing (Linux < 5.3, some seccomp sandboxes) it
+falls back to asyncio.create_subprocess_exec and the loop's own child watcher.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from typing import Any, NamedTuple
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple, Protocol
 
 from probes.base import ProbeBase, Started
 from probes.result import Outcome, ProbeResult, sanitize, timed_out
@@ -35,8 +42,15 @@ KILL_GRACE_SECONDS = 0.5
 # process's children are process-wide, and the reaper must never take one of these.
 _SPAWNED: set[int] = set()
 _PR_GET_CHILD_SUBREAPER = 37
-# How often to look again for killed group members we adopted that are not zombies yet.
+# How often to look again for killed group members we adopted that are not zombies yet,
+# and for the exit of a child we hold no pidfd for.
 REAP_POLL_SECONDS = 0.001
+# What the asyncio child watchers report for a child someone else reaped (its status is lost).
+LOST_STATUS_RETURNCODE = 255
+# pidfd_open errors that say "not here, ever" (old kernel, seccomp), not "not now" (EMFILE).
+_PIDFD_UNSUPPORTED_ERRNOS = frozenset({errno.ENOSYS, errno.EPERM, errno.EACCES, errno.EINVAL})
+# None until the first attempt has asked the kernel.
+_pidfd_supported: bool | None = None
 
 
 class ExecProbe(ProbeBase):
@@ -51,7 +65,11 @@ class ExecProbe(ProbeBase):
         self.spec = spec
 
     def start(self, timeout: float) -> Started:
-        return self._attempt(timeout)  # a process is never answered at once
+        # A process is never answered at once. The spawn itself happens in the coroutine's
+        # first step, which runs before the loop does: spawning here instead would gain
+        # nothing, and a coroutine dropped before that step (a task cancelled before it
+        # ran) would leave its child unkilled and unreaped.
+        return self._attempt(timeout)
 
     async def _attempt(self, timeout: float) -> ProbeResult:
         start = time.monotonic()
@@ -69,25 +87,19 @@ class ExecProbe(ProbeBase):
         except OSError as error:  # out of file descriptors
             return Outcome.FAILURE, f"exec: {sanitize(error.strerror or str(error))}"
         with output:
-            try:
-                child = await asyncio.create_subprocess_exec(
-                    *command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=output.write_fd,
-                    stderr=subprocess.STDOUT,
-                    # Its own group (via a new session: uvloop has no process_group=), so one
-                    # killpg reaches every descendant that stayed in it.
-                    start_new_session=True,
-                    close_fds=True,
-                )
-            except (OSError, ValueError) as error:
-                return Outcome.FAILURE, _spawn_failure(error, command[0])
-            finally:
-                output.close_write_end()
+            child: _Child | str
+            if _pidfds_supported():
+                child = _spawn_with_pidfd(command, output, loop)
+            else:
+                child = await _spawn_with_watcher(command, output)
+            if isinstance(child, str):
+                return Outcome.FAILURE, child
             _SPAWNED.add(child.pid)
             try:
+                if child.failure:  # spawned, but unwatchable: killed and reaped below
+                    return Outcome.FAILURE, child.failure
                 async with asyncio.timeout_at(deadline):
-                    returncode = await child.wait()
+                    await child.exited()
             except TimeoutError:
                 return Outcome.FAILURE, timed_out(seconds)
             finally:
@@ -96,12 +108,197 @@ class ExecProbe(ProbeBase):
                     await _end_group(child)
                 finally:
                     _SPAWNED.discard(child.pid)
+                    child.close()
             # The child has exited, so all it wrote is in the pipe: no need to wait for an
             # EOF that a grandchild holding the pipe might never send.
             output.read_written()
+            returncode = child.returncode
         if returncode == 0:
             return Outcome.SUCCESS, "exit 0"
         return Outcome.FAILURE, _exit_failure(returncode, output.text())
+
+
+class _Child(Protocol):
+    """A spawned exec child, whichever way its exit is learned."""
+
+    pid: int
+    failure: str  # non-empty: the attempt fails with this, once the group is killed
+
+    async def exited(self) -> None:
+        """Return once the child has exited (a zombie or already reaped)."""
+
+    def reap(self) -> None:
+        """Collect its exit status; call only once exited() returned."""
+
+    @property
+    def returncode(self) -> int:
+        """As subprocess's: negative for a signal. Valid once reaped."""
+
+    def close(self) -> None:
+        """Let go of what watching it held."""
+
+
+class _PidfdChild:
+    """A child whose exit the loop learns from its pidfd, with no thread and no child watcher.
+
+    It is reaped only once its group has been killed: a zombie keeps its pid, so until then
+    neither the pid nor the group id can be reused under us.
+    """
+
+    def __init__(
+        self, process: subprocess.Popen[bytes], pidfd: int | None, loop: asyncio.AbstractEventLoop, failure: str = ""
+    ) -> None:
+        self.pid = process.pid
+        self.failure = failure
+        self._process = process
+        self._pidfd = pidfd
+        self._loop = loop
+        self._has_exited = False
+
+    async def exited(self) -> None:
+        if self._has_exited:
+            return
+        if self._pidfd is None:  # only after the kill, within its grace: a short poll
+            # No pidfd and no watcher: nothing tells us of the exit, so time is all to wait on.
+            while not _exit_pending(self.pid):  # noqa: ASYNC110
+                await asyncio.sleep(REAP_POLL_SECONDS)
+        else:
+            readable = self._loop.create_future()
+            self._loop.add_reader(self._pidfd, _resolve, readable)
+            try:
+                await readable
+            finally:
+                self._loop.remove_reader(self._pidfd)
+        self._has_exited = True
+
+    def reap(self) -> None:
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped behind our back: what asyncio's watchers report
+            self._process.returncode = LOST_STATUS_RETURNCODE
+            return
+        if pid == self.pid:
+            # Set on the Popen too: one with no returncode would be kept and polled by subprocess.
+            self._process.returncode = os.waitstatus_to_exitcode(status)
+
+    @property
+    def returncode(self) -> int:
+        returncode = self._process.returncode
+        return LOST_STATUS_RETURNCODE if returncode is None else returncode
+
+    def close(self) -> None:
+        # A child still unreaped here is stuck in the kernel past the kill's grace. Dropping
+        # its Popen hands it to subprocess, which reaps it at a later Popen (subprocess._active).
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+
+
+def _resolve(readable: asyncio.Future[None]) -> None:
+    if not readable.done():
+        readable.set_result(None)
+
+
+def _exit_pending(pid: int) -> bool:
+    """Whether `pid` has exited, without reaping it."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _spawn_with_pidfd(
+    command: Sequence[str], output: _CappedOutput, loop: asyncio.AbstractEventLoop
+) -> _PidfdChild | str:
+    """Spawn the command, watched by a pidfd; a short reason if it could not be started.
+
+    Blocking only for the spawn itself: vfork suspends us until the child has exec'd.
+    """
+    try:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=output.write_fd,
+            stderr=subprocess.STDOUT,
+            # Its own group, through a new session (setsid in the child: vfork still applies),
+            # so one killpg reaches every descendant that stayed in it.
+            start_new_session=True,
+            close_fds=True,
+        )
+    except (OSError, ValueError) as error:
+        return _spawn_failure(error, command[0])
+    finally:
+        output.close_write_end()
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except OSError as error:  # EMFILE: another thread took a descriptor Popen had freed
+        return _PidfdChild(process, None, loop, failure=_spawn_failure(error, command[0]))
+    return _PidfdChild(process, pidfd, loop)
+
+
+class _WatchedChild:
+    """A child awaited through asyncio's subprocess machinery: the fallback without pidfds.
+
+    On plain asyncio that is the ThreadedChildWatcher (a thread per child); uvloop spawns
+    with fork() and learns of exits from SIGCHLD.
+    """
+
+    failure = ""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.pid = process.pid
+        self._process = process
+
+    async def exited(self) -> None:
+        await self._process.wait()
+
+    def reap(self) -> None:
+        pass  # the watcher reaped it before exited() returned
+
+    @property
+    def returncode(self) -> int:
+        returncode = self._process.returncode
+        return LOST_STATUS_RETURNCODE if returncode is None else returncode
+
+    def close(self) -> None:
+        pass
+
+
+async def _spawn_with_watcher(command: Sequence[str], output: _CappedOutput) -> _WatchedChild | str:
+    """Spawn the command through the loop; a short reason if it could not be started."""
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *command,
+            stdin=subprocess.DEVNULL,
+            stdout=output.write_fd,
+            stderr=subprocess.STDOUT,
+            # Its own group (via a new session: uvloop has no process_group=), so one
+            # killpg reaches every descendant that stayed in it.
+            start_new_session=True,
+            close_fds=True,
+        )
+    except (OSError, ValueError) as error:
+        return _spawn_failure(error, command[0])
+    finally:
+        output.close_write_end()
+    return _WatchedChild(process)
+
+
+def _pidfds_supported() -> bool:
+    """Whether this kernel and sandbox give us pidfds, asked once (but again after an EMFILE)."""
+    global _pidfd_supported
+    if _pidfd_supported is None:
+        try:
+            os.close(os.pidfd_open(os.getpid()))
+        except AttributeError:  # a Python built without it
+            _pidfd_supported = False
+        except OSError as error:
+            if error.errno not in _PIDFD_UNSUPPORTED_ERRNOS:
+                return True  # a passing shortage: the attempt itself will report it
+            _pidfd_supported = False
+        else:
+            _pidfd_supported = True
+    return _pidfd_supported
 
 
 class _CappedOutput:
@@ -156,16 +353,19 @@ class _CappedOutput:
         return True
 
 
-async def _end_group(child: asyncio.subprocess.Process) -> None:
-    """SIGKILL the child's process group, await the child, and reap group members we adopted."""
-    signalled = _kill_group(child.pid)
+async def _end_group(child: _Child) -> None:
+    """SIGKILL the child's process group, reap the child, and reap group members we adopted."""
+    signalled = _kill_group(child.pid)  # the child may be a zombie: its group id still holds
+    adopts = _adopts_orphans()
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(KILL_GRACE_SECONDS):
-            await child.wait()
-            if signalled:
+            await child.exited()
+            child.reap()
+            if signalled and adopts:
                 await _reap_adopted_group(child.pid)
-    # Orphans that escaped the group (setsid) in earlier attempts may have exited since.
-    reap_adopted_zombies()
+    if adopts:
+        # Orphans that escaped the group (setsid) in earlier attempts may have exited since.
+        _reap_adopted_zombies()
 
 
 def _kill_group(pgid: int) -> bool:
@@ -177,13 +377,24 @@ def _kill_group(pgid: int) -> bool:
     return True
 
 
+def _group_exists(pgid: int) -> bool:
+    """Whether any process, zombies included, is still in the group (one syscall, no /proc)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member we may not signal (setuid): it exists
+        return True
+    return True
+
+
 async def _reap_adopted_group(pgid: int) -> None:
     """Wait for killed members of `pgid` that were reparented to us to die, and reap them.
 
     Only when we are PID 1 (or a subreaper) do orphans become ours; otherwise init reaps them.
     """
-    while True:
-        reap_adopted_zombies()
+    while _group_exists(pgid):  # the common case, nothing left: no /proc scan at all
+        _reap_adopted_zombies()
         if all(child.pgrp != pgid for child in _children()):
             return
         await asyncio.sleep(REAP_POLL_SECONDS)
@@ -204,8 +415,16 @@ def reap_adopted_zombies() -> int:
     Our own exec children (in _SPAWNED) and other code's children (which share our group)
     are left to whoever awaits them, as waitpid(-1) would steal them.
     """
-    if os.getpid() != 1 and not _is_subreaper():
+    if not _adopts_orphans():
         return 0  # orphans go to init, never to us: every zombie child of ours is awaited
+    return _reap_adopted_zombies()
+
+
+def _adopts_orphans() -> bool:
+    return os.getpid() == 1 or _is_subreaper()
+
+
+def _reap_adopted_zombies() -> int:
     own_pgrp = os.getpgrp()
     reaped = 0
     for child in _children():
