@@ -9,7 +9,8 @@ asyncio and on uvloop; the order of the sides flips every round, so the two shar
 machine's noise. A worker makes `--attempts` sequential attempts of each command (after
 WARM_ATTEMPTS), then a burst of `--burst` concurrent attempts of a command that sleeps.
 
-Figures per attempt: CPU of the worker itself (every thread of it: asyncio's child watcher
+Each worker first grows to a sidecar's RSS (`--rss-mib`), since what a fork() costs grows
+with it. Figures per attempt: CPU of the worker itself (every thread of it: asyncio's child watcher
 threads included), CPU of its children (what the spawned command costs, page-table copies
 of a fork() included), and the wall time of one attempt (p50, p99). The burst reports the
 most threads the worker had at once, over its threads before the burst, and how many were
@@ -35,6 +36,8 @@ from benchmarks.sidecar_process import REPO
 
 WARM_ATTEMPTS = 30
 LOOPS = ("asyncio", "uvloop")
+# A running sidecar's RSS (docs/performance.md §5): a fork() copies page tables for all of it.
+SIDECAR_RSS_MIB = 60
 
 # One worker: one side, one loop. Prints its figures as one JSON line. It uses only the
 # ExecProbe API both sides share, so the same text runs on any revision.
@@ -44,7 +47,8 @@ import asyncio, json, os, resource, statistics, sys, time
 from probes.exec_command import ExecProbe
 from probes.spec import ExecSpec
 
-LOOP, ATTEMPTS, BURST, WARM = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+LOOP = sys.argv[1]
+ATTEMPTS, BURST, WARM, RSS_MIB = map(int, sys.argv[2:6])
 COMMANDS = {"true": ("true",), "test -f /nonexistent": ("test", "-f", "/nonexistent")}
 EXPECTED = {"true": "exit 0", "test -f /nonexistent": "exec exit 1"}
 BURST_COMMAND = ("sleep", "0.2")
@@ -58,6 +62,19 @@ def children_cpu() -> float:
 
 def threads() -> int:
     return len(os.listdir("/proc/self/task"))
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+
+
+def grow_to(target_mib: int) -> bytearray:
+    # Touched memory up to about target_mib of RSS: what a fork() must copy page tables for.
+    ballast = bytearray(max(0, int((target_mib - rss_mib()) * 2**20)))
+    for page in range(0, len(ballast), 4096):
+        ballast[page] = 1
+    return ballast
 
 
 async def sequential(name: str) -> dict:
@@ -102,8 +119,10 @@ async def burst() -> dict:
 
 
 async def main() -> None:
+    ballast = grow_to(RSS_MIB)
     figures = {name: await sequential(name) for name in COMMANDS}
     figures["burst"] = await burst()
+    figures["worker"] = {"rss_mib": rss_mib(), "ballast_mib": len(ballast) / 2**20}
     figures["loop"] = type(asyncio.get_running_loop()).__module__
     print(json.dumps(figures))
 
@@ -161,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attempts", type=int, default=300,
                         help="sequential attempts per command, side, loop and round")
     parser.add_argument("--burst", type=int, default=50, help="concurrent attempts in the thread-count burst")
+    parser.add_argument("--rss-mib", type=int, default=SIDECAR_RSS_MIB,
+                        help=f"grow each worker to about this RSS first (default {SIDECAR_RSS_MIB}: a sidecar's)")
     parser.add_argument("--detection", type=int, default=0, metavar="TRIALS",
                         help="also §1 ready detection of exec, TRIALS per side, loop and round (default: off)")
     args = parser.parse_args(argv)
@@ -175,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                 for side, tree in sides if number % 2 else sides[::-1]:
                     for loop in LOOPS:
                         figures = _flatten(_in_tree(tree, _WORKER, loop, str(args.attempts), str(args.burst),
-                                                    str(WARM_ATTEMPTS)))
+                                                    str(WARM_ATTEMPTS), str(args.rss_mib)))
                         if args.detection:
                             detected = _in_tree(tree, _DETECTION, loop, str(args.detection))
                             figures.update({f"detection: {k}": float(v) for k, v in detected.items()  # type: ignore[arg-type]
