@@ -1,7 +1,11 @@
 """httpGet: one GET with the kubelet's headers, redirect rules and verdicts (k8s pkg/probe/http).
 
-Built on asyncio streams and h11 rather than aiohttp's client: every header byte is
-ours (no automatic ones), a connection is never kept alive, and an attempt stays cheap.
+Built on h11 rather than aiohttp's client: every header byte is ours (no automatic ones),
+a connection is never kept alive, and an attempt stays cheap. The request's bytes are
+serialised by h11 once per probe. Plain HTTP is read straight off the socket, and the
+common response that arrives whole (probes/http_fast_path.py) is judged without h11;
+h11 parses the same bytes whenever that response is anything else. HTTPS goes through
+asyncio's TLS streams.
 
     probe = HttpGetProbe(HttpGetSpec(port=8080, path="/healthz"))
     result = await probe.attempt(timeout=1.0)  # "HTTP 200", "HTTP 503", "connect ECONNREFUSED ..."
@@ -13,6 +17,7 @@ import asyncio
 import contextlib
 import ipaddress
 import re
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +28,7 @@ import h11
 
 from probes.base import ProbeBase, Started
 from probes.dial import NOT_AT_ONCE, ConnectFailed, Dialed, dial_at_once, errno_name, finish_dial
+from probes.http_fast_path import SimpleHead, parse_simple_head
 from probes.result import MAX_MESSAGE_CHARS, Outcome, ProbeResult, remaining, sanitize, timed_out
 from probes.spec import KUBE_PROBE_USER_AGENT, HttpGetSpec
 
@@ -68,6 +74,10 @@ class HttpGetProbe(ProbeBase):
         self._origin = _parse_url(spec.target)
         self._host_override, self._headers = _request_headers(spec.headers)
         self._tls = _unverified_tls_context()
+        # The first request never changes: serialised once, not once per attempt.
+        self._first_request = _build_request(
+            self._origin, self._host_override or self._origin.authority.encode(), self._headers
+        )
 
     def start(self, timeout: float) -> Started:
         started = time.monotonic()
@@ -89,12 +99,13 @@ class HttpGetProbe(ProbeBase):
 
     async def _follow(self, timeout: float, final: _FinalResponse, first: Dialed) -> tuple[Outcome, str]:
         """Go's http.Client with the kubelet's CheckRedirect, one new connection per request."""
-        url, host = self._origin, self._host_override or self._origin.authority.encode()
-        headers = self._headers
+        url, request = self._origin, self._first_request
         dialed = first
-        for request in range(1, _MAX_REQUESTS + 1):
+        for sent in range(1, _MAX_REQUESTS + 1):
             async with _exchange(url, self._tls, timeout, dialed) as exchange:
-                status, location = await exchange.response_head(url, host, headers)
+                if request is None:
+                    raise _Failed("invalid request header")
+                status, location = await exchange.response_head(request)
                 if status not in _REDIRECT_STATUSES or location is None:
                     await final.read_body(exchange)  # at most 10 KiB, as the kubelet does, never quoted
                     return _judge(status)
@@ -104,13 +115,14 @@ class HttpGetProbe(ProbeBase):
                     other = sanitize(hop.hostname, _HOST_CHARS)
                     message = f"HTTP {status}: redirect to other host {other} not followed"
                     return Outcome.WARNING, message
-            if request == _MAX_REQUESTS:
+            if sent == _MAX_REQUESTS:
                 break
             headers = _with_referer(self._headers, url, hop)
             dialed = NOT_AT_ONCE
-            url, host = hop, hop.authority.encode()
+            host = hop.authority.encode()
             if self._host_override and not urlsplit(location).scheme:
                 host = self._host_override  # Go keeps it across relative Locations only (#22233)
+            url, request = hop, _build_request(hop, host, headers)
         return Outcome.FAILURE, f"stopped after {_MAX_REQUESTS} redirects"
 
 
@@ -151,28 +163,146 @@ class _Url:
     request_target: str  # escaped path and query
 
 
-class _Exchange:
-    """One request and its response on one connection, parsed by h11."""
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """One GET as h11 writes it, and the event that tells h11 it was sent."""
+
+    event: h11.Request
+    data: bytes
+
+
+def _build_request(url: _Url, host: bytes, headers: list[tuple[bytes, bytes]]) -> _Request | None:
+    """The GET for `url`, serialised by h11; None when a header is not valid HTTP."""
+    try:
+        event = h11.Request(method="GET", target=url.request_target, headers=[(b"Host", host), *headers])
+        writer = h11.Connection(h11.CLIENT)
+        return _Request(event, writer.send(event) + writer.send(h11.EndOfMessage()))
+    except h11.LocalProtocolError:
+        return None
+
+
+class _SocketStream:
+    """A connected plain socket, read when the loop reports it readable: no transport, no buffer.
+
+    One recv per wake-up, so a response that arrived whole is one read; `unread` hands bytes
+    back, for h11 to parse what the fast path declined.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._unread: bytes | None = None
+
+    async def write(self, data: bytes) -> None:
+        try:
+            try:
+                sent = self._sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(data):  # a full send buffer: only a request with very large headers
+                await asyncio.get_running_loop().sock_sendall(self._sock, data[sent:])
+        except OSError as exc:
+            raise _io_failed(exc) from None
+
+    async def read(self) -> bytes:
+        """Up to _READ_CHUNK bytes; b"" at EOF."""
+        if self._unread is not None:
+            data, self._unread = self._unread, None
+            return data
+        while True:
+            await self._readable()
+            try:
+                return self._sock.recv(_READ_CHUNK)
+            except BlockingIOError:
+                continue  # woken without data: wait again
+            except OSError as exc:
+                raise _io_failed(exc) from None
+
+    def unread(self, data: bytes) -> None:
+        self._unread = data
+
+    def close(self, complete: bool) -> None:
+        # FIN; RST only if the peer sent what was never read, as the kernel ends it for the kubelet too.
+        self._sock.close()
+
+    async def _readable(self) -> None:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        fd = self._sock.fileno()
+        loop.add_reader(fd, _wake, ready)
+        try:
+            await ready
+        finally:
+            loop.remove_reader(fd)
+
+
+def _wake(ready: asyncio.Future[None]) -> None:
+    if not ready.done():  # a level-triggered poll may report the fd again before the waiter runs
+        ready.set_result(None)
+
+
+class _TlsStream:
+    """asyncio's TLS streams, as every https exchange has used them."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
         self._writer = writer
-        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEADER_BYTES)
+
+    async def write(self, data: bytes) -> None:
+        self._writer.write(data)
+
+    async def read(self) -> bytes:
+        try:
+            return await self._reader.read(_READ_CHUNK)
+        except OSError as exc:
+            raise _io_failed(exc) from None
+
+    def close(self, complete: bool) -> None:
+        if complete:
+            self._writer.close()  # a polite TLS close_notify, bounded by _TLS_SHUTDOWN_TIMEOUT
+        else:
+            self._writer.transport.abort()  # unread data or a broken peer: drop it now
+
+
+def _io_failed(error: OSError) -> _Failed:
+    """What a socket error says. A failed send says what asyncio's streams said of it, at the next read."""
+    if isinstance(error, ConnectionResetError):
+        return _Failed("connection reset")
+    if isinstance(error, ssl.SSLError):
+        return _Failed(f"TLS error: {_tls_reason(error)}")
+    return _Failed(f"read {errno_name(error)}")
+
+
+class _Exchange:
+    """One request and its response on one connection.
+
+    On a plain socket the first read is offered to the fast path: a simple final response
+    (probes/http_fast_path.py) is judged from it, its body counted to its end or to 10 KiB.
+    Anything else, and everything over TLS, is parsed by h11 from the first byte.
+    """
+
+    def __init__(self, stream: _SocketStream | _TlsStream) -> None:
+        self._stream = stream
+        self._h11: h11.Connection | None = None
+        self._simple: SimpleHead | None = None
+        self._body_read = 0  # of a simple response: body bytes already read
         self._head: bytes | None = b""  # bytes before the final response; None once it came
         self._eof = False
         self.complete = False
 
-    async def response_head(
-        self, url: _Url, host: bytes, headers: list[tuple[bytes, bytes]]
-    ) -> tuple[int, str | None]:
+    async def response_head(self, request: _Request) -> tuple[int, str | None]:
         """Send the GET, skip informational responses, return the status and the Location."""
-        try:
-            request = h11.Request(
-                method="GET", target=url.request_target, headers=[(b"Host", host), *headers]
-            )
-            self._writer.write(self._h11.send(request) + self._h11.send(h11.EndOfMessage()))
-        except h11.LocalProtocolError:
-            raise _Failed("invalid request header") from None
+        await self._stream.write(request.data)
+        if isinstance(self._stream, _SocketStream):
+            data = await self._stream.read()
+            head = parse_simple_head(data)
+            if head is not None and head.status not in _REDIRECT_STATUSES:
+                self._simple, self._body_read = head, len(data) - head.size
+                return head.status, None
+            self._stream.unread(data)  # h11 reads the same bytes from the start
+        # h11 must have sent the request itself to expect a response.
+        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEADER_BYTES)
+        self._h11.send(request.event)
+        self._h11.send(h11.EndOfMessage())
         for _ in range(_MAX_INFORMATIONAL + 1):
             event = await self._next_event()
             if isinstance(event, h11.Response):
@@ -183,29 +313,41 @@ class _Exchange:
                 raise _Failed("connection closed before response")
         raise _Failed("too many 1xx responses")
 
-    async def body(self) -> bytes:
-        """At most _BODY_LIMIT bytes, within the response's own framing."""
-        chunks: list[bytes] = []
+    async def body(self) -> None:
+        """Read at most _BODY_LIMIT bytes of the body, within the response's own framing."""
+        if self._simple is not None:
+            await self._simple_body(self._simple)
+            return
         size = 0
         while size < _BODY_LIMIT:
             event = await self._next_event()
             if isinstance(event, h11.Data):
-                chunks.append(event.data)
                 size += len(event.data)
             elif isinstance(event, h11.EndOfMessage):
                 self.complete = True
                 break
             else:
                 raise _Failed("connection closed during body")
-        return b"".join(chunks)[:_BODY_LIMIT]
+
+    async def _simple_body(self, head: SimpleHead) -> None:
+        """h11's framing, counted: Content-Length bytes, or until the peer closes; 10 KiB at most."""
+        length = head.content_length
+        wanted = _BODY_LIMIT if length is None else min(length, _BODY_LIMIT)
+        while self._body_read < wanted:
+            data = await self._stream.read()
+            if not data:
+                if length is not None:
+                    raise _Failed("connection closed during body")
+                break  # the close that ends a body without a length
+            self._body_read += len(data)
+        # The end was seen, as h11's EndOfMessage would be; it decides nothing on a plain socket.
+        self.complete = self._body_read < _BODY_LIMIT if length is None else length < _BODY_LIMIT
 
     def close(self) -> None:
-        if self.complete:
-            self._writer.close()  # a polite TLS close_notify, bounded by _TLS_SHUTDOWN_TIMEOUT
-        else:
-            self._writer.transport.abort()  # unread data or a broken peer: drop it now
+        self._stream.close(self.complete)
 
     async def _next_event(self) -> object:
+        assert self._h11 is not None  # response_head made it
         while True:
             try:
                 event = self._h11.next_event()
@@ -213,21 +355,11 @@ class _Exchange:
                 raise _Failed(self._describe(exc)) from None
             if event is not h11.NEED_DATA:
                 return event
-            data = await self._read()
+            data = await self._stream.read()
             if self._head is not None:
                 self._head += data
             self._eof = not data
             self._h11.receive_data(data)
-
-    async def _read(self) -> bytes:
-        try:
-            return await self._reader.read(_READ_CHUNK)
-        except ConnectionResetError:
-            raise _Failed("connection reset") from None
-        except ssl.SSLError as exc:
-            raise _Failed(f"TLS error: {_tls_reason(exc)}") from None
-        except OSError as exc:
-            raise _Failed(f"read {errno_name(exc)}") from None
 
     def _describe(self, error: h11.RemoteProtocolError) -> str:
         if self._head is not None and _SWITCHING_PROTOCOLS.search(self._head):
@@ -248,21 +380,29 @@ async def _exchange(url: _Url, tls: ssl.SSLContext, timeout: float, dialed: Dial
             dialed.sock.close()
         raise _Failed(f"unsupported scheme {sanitize(url.scheme, _HOST_CHARS)}")
     sock = await finish_dial(dialed, url.hostname, url.port)
+    if url.scheme == "https":
+        exchange = _Exchange(await _tls_stream(sock, url, tls, timeout))
+    else:
+        exchange = _Exchange(_SocketStream(sock))
     try:
-        if url.scheme == "https":
-            reader, writer = await asyncio.open_connection(
-                sock=sock,
-                ssl=tls,
-                server_hostname=_server_name(url.hostname),
-                # The attempt's own deadline ends the handshake first. This one matters
-                # after it: uvloop keeps a cancelled handshake's buffers (~28 KiB) until
-                # the handshake timeout, 60 s by default, so aggressive attempts at a
-                # stalling TLS peer would pile up tens of MB.
-                ssl_handshake_timeout=timeout,
-                ssl_shutdown_timeout=_TLS_SHUTDOWN_TIMEOUT,
-            )
-        else:
-            reader, writer = await asyncio.open_connection(sock=sock)
+        yield exchange
+    finally:
+        exchange.close()
+
+
+async def _tls_stream(sock: socket.socket, url: _Url, tls: ssl.SSLContext, timeout: float) -> _TlsStream:
+    try:
+        reader, writer = await asyncio.open_connection(
+            sock=sock,
+            ssl=tls,
+            server_hostname=_server_name(url.hostname),
+            # The attempt's own deadline ends the handshake first. This one matters
+            # after it: uvloop keeps a cancelled handshake's buffers (~28 KiB) until
+            # the handshake timeout, 60 s by default, so aggressive attempts at a
+            # stalling TLS peer would pile up tens of MB.
+            ssl_handshake_timeout=timeout,
+            ssl_shutdown_timeout=_TLS_SHUTDOWN_TIMEOUT,
+        )
     except ssl.SSLError as exc:
         sock.close()
         raise _Failed(f"TLS handshake failed: {_tls_reason(exc)}") from None
@@ -272,11 +412,7 @@ async def _exchange(url: _Url, tls: ssl.SSLContext, timeout: float, dialed: Dial
     except BaseException:
         sock.close()
         raise
-    exchange = _Exchange(reader, writer)
-    try:
-        yield exchange
-    finally:
-        exchange.close()
+    return _TlsStream(reader, writer)
 
 
 def _request_headers(

@@ -9,14 +9,20 @@ import os
 import socket
 import ssl
 import struct
+import threading
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import trustme
+import uvloop
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from probes import http_get
 from probes.http_get import HttpGetProbe
 from probes.result import MAX_MESSAGE_CHARS, Outcome, ProbeResult
 from probes.spec import KUBE_PROBE_USER_AGENT, HttpGetSpec
@@ -774,3 +780,213 @@ async def test_a_refused_connect_is_answered_without_the_event_loop() -> None:
         port = reserved.getsockname()[1]
         result = finishes_without_suspending(HttpGetProbe(HttpGetSpec(port=port)).attempt(TIMEOUT))
     assert (result.outcome, result.message) == (Outcome.FAILURE, f"connect ECONNREFUSED 127.0.0.1:{port}")
+
+
+# --- the fast path: simple responses judged without h11 ------------------------------------
+
+
+@contextlib.contextmanager
+def h11_only() -> Iterator[None]:
+    """Every response parsed by h11, as before the fast path: the reference it must agree with."""
+    fast = http_get.parse_simple_head
+    http_get.parse_simple_head = lambda data: None
+    try:
+        yield
+    finally:
+        http_get.parse_simple_head = fast
+
+
+async def test_the_request_bytes_are_the_kubelets_and_the_same_on_every_attempt() -> None:
+    # The headers of newProbeRequest (kubernetes pkg/probe/http/request.go) in the order
+    # Go's Request.write puts them (net/http request.go): Host first.
+    heads: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 503 X\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    async with raw_server(record, read_request=False) as port:
+        probe = HttpGetProbe(HttpGetSpec(port=port, path="/ready?x=a b", headers=(("X-Token", "t"),)))
+        results = [await probe.attempt(TIMEOUT) for _ in range(3)]
+        with h11_only():
+            results.append(await probe.attempt(TIMEOUT))
+    expected = (
+        f"GET /ready?x=a%20b HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: {KUBE_PROBE_USER_AGENT}\r\n"
+        "X-Token: t\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    ).encode()
+    assert heads == [expected] * 4
+    assert {(r.outcome, r.message) for r in results} == {(Outcome.FAILURE, "HTTP 503")}
+
+
+@pytest.mark.parametrize(
+    ("response", "outcome", "message"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello", Outcome.SUCCESS, "HTTP 200"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello", Outcome.SUCCESS, "HTTP 200"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", Outcome.FAILURE,
+         "invalid HTTP response"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", Outcome.FAILURE, "invalid HTTP response"),
+        (b"HTTP/1.1 200 OK\r\nX: a\r\n folded\r\nContent-Length: 0\r\n\r\n", Outcome.SUCCESS, "HTTP 200"),
+        (b"HTTP/1.1 200 OK\r\n folded\r\n\r\n", Outcome.FAILURE, "invalid HTTP response"),
+        (b"HTTP/1.1 503 X\nContent-Length: 0\n\n", Outcome.FAILURE, "HTTP 503"),
+        (b"HTTP/1.1 200 OK\r\nBad Name: 1\r\n\r\n", Outcome.FAILURE, "invalid HTTP response"),
+        (b"HTTP/1.1 200 OK\r\nX: a\x00b\r\n\r\n", Outcome.FAILURE, "invalid HTTP response"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", Outcome.FAILURE, "invalid HTTP response"),
+        (b"HTTP/1.1 099 Low\r\n\r\n", Outcome.FAILURE, "invalid HTTP response"),
+        (b"HTTP/1.1 600 High\r\nContent-Length: 0\r\n\r\n", Outcome.FAILURE, "HTTP 600"),
+        (b"HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n", Outcome.SUCCESS, "HTTP 200"),
+        (b"HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n", Outcome.SUCCESS, "HTTP 204"),
+        (b"HTTP/1.1 304 Not Modified\r\n\r\n", Outcome.WARNING, "HTTP 304"),
+        (b"HTTP/1.1 302 Found\r\nContent-Length: 0\r\n\r\n", Outcome.WARNING, "HTTP 302"),
+        (b"HTTP/1.0 200 OK\r\n\r\nuntil the close", Outcome.SUCCESS, "HTTP 200"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\ncut", Outcome.ERROR,
+         "error reading body: connection closed during body"),
+    ],
+    ids=["length-list", "repeated-length", "conflicting-lengths", "negative-length", "obs-fold",
+         "fold-first", "bare-lf", "bad-name", "nul", "gzip", "status-099", "status-600", "http2-line",
+         "204-with-length", "304", "302-no-location", "until-close", "cut-short"],
+)
+async def test_responses_at_the_fast_paths_border_get_h11s_verdict(
+    response: bytes, outcome: Outcome, message: str
+) -> None:
+    # h11 is the parser of record; the fast path takes only what h11 reads the same way
+    # and hands it everything else (probes/http_fast_path.py).
+    async def answer_and_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(response)
+        await writer.drain()
+
+    async with raw_server(answer_and_close) as port:
+        fast = await _probe(port)
+        with h11_only():
+            reference = await _probe(port)
+    assert (fast.outcome, fast.message) == (reference.outcome, reference.message) == (outcome, message)
+
+
+@pytest.mark.parametrize(
+    ("first", "rest"),
+    [
+        (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 9\r\n\r\n", b"not ready"),
+        (b"HTTP/1.1 503 Service Unavailable\r\nContent-Len", b"gth: 9\r\n\r\nnot ready"),
+        (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 9\r\n\r\nnot", b" ready"),
+    ],
+    ids=["head-then-body", "head-split", "body-split"],
+)
+async def test_a_response_in_two_reads_is_judged_as_in_one(first: bytes, rest: bytes) -> None:
+    async def in_two_writes(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(first)
+        await writer.drain()
+        await asyncio.sleep(0.02)  # long enough that the probe reads the first part alone
+        writer.write(rest)
+        await writer.drain()
+        await asyncio.Event().wait()  # no close: the length must end the body
+
+    async with raw_server(in_two_writes) as port:
+        result = await _probe(port)
+    assert (result.outcome, result.message) == (Outcome.FAILURE, "HTTP 503")
+    assert result.duration < TIMEOUT
+
+
+@dataclass
+class Script:
+    response: bytes = b""
+    close: bool = True  # after the response; otherwise held until the probe hangs up
+
+
+class ScriptedPeer:
+    """A loopback peer on a thread and loop of its own, answering every request with `script`,
+    so that each hypothesis example can run its probes on a fresh loop of either kind."""
+
+    def __init__(self) -> None:
+        self.script = Script()
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ScriptedPeer:
+        self._thread.start()
+        self._ready.wait(5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        async def start() -> asyncio.Server:
+            return await asyncio.start_server(self._answer, "127.0.0.1", 0)
+
+        server = self._loop.run_until_complete(start())
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+        server.close()
+        self._loop.close()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        script = self.script
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(script.response)
+            await writer.drain()
+            if not script.close:
+                await reader.read()  # until the probe hangs up
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture(scope="module")
+def scripted_peer() -> Iterator[ScriptedPeer]:
+    with ScriptedPeer() as peer:
+        yield peer
+
+
+def _response_parts() -> st.SearchStrategy[bytes]:
+    statuses = st.sampled_from([200, 204, 301, 302, 304, 404, 503, 600, 101, 100, 99])
+    lines = st.lists(
+        st.sampled_from(
+            [b"Content-Length: 0", b"Content-Length: 5", b"Content-Length: 20000", b"content-length: 5, 5",
+             b"Content-Length: x", b"Transfer-Encoding: chunked", b"Transfer-Encoding: gzip", b"Location: /next",
+             b"Connection: close", b"X-A: b", b" folded", b"Bad Name: 1", b"X: \x00", b"Server: \xe9"]
+        ),
+        max_size=4,
+    )
+    line_end = st.sampled_from([b"\r\n"] * 12 + [b"\n"])
+    body = st.sampled_from([b"", b"hello", b"5\r\nhello\r\n0\r\n\r\n", b"b" * 10240, b"b" * 10241, b"\x00\xff"])
+    version = st.sampled_from([b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.x"])
+    return st.tuples(version, statuses, lines, line_end, body, st.integers(0, 20)).map(
+        lambda p: p[3].join([b"%s %03d Reason" % (p[0], p[1]), *p[2], b""])
+        + (p[3] if p[5] else b"")  # now and then an unfinished head
+        + p[4]
+    )
+
+
+# A held response that is not complete waits out its timeout, in both paths; a closed one ends at once.
+HELD_TIMEOUT = 0.2
+CLOSED_TIMEOUT = 2.0
+
+
+@pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
+@settings(max_examples=150, deadline=None)
+# Held in about one example of 15: a held response that is not complete waits out its timeout twice.
+# (7, not 0: hypothesis favours the ends of a range.)
+@given(response=_response_parts(), held=st.integers(0, 14).map(lambda pick: pick == 7))
+def test_the_fast_path_agrees_with_h11_on_generated_responses(
+    scripted_peer: ScriptedPeer, run: Callable[[Coroutine[Any, Any, list[ProbeResult]]], list[ProbeResult]],
+    response: bytes, held: bool,
+) -> None:
+    scripted_peer.script = Script(response, close=not held)
+    timeout = HELD_TIMEOUT if held else CLOSED_TIMEOUT
+
+    async def both() -> list[ProbeResult]:
+        probe = HttpGetProbe(HttpGetSpec(port=scripted_peer.port))
+        fast = await probe.attempt(timeout)
+        with h11_only():
+            reference = await probe.attempt(timeout)
+        return [fast, reference]
+
+    fast, reference = run(both())
+    assert (fast.outcome, fast.message) == (reference.outcome, reference.message)
