@@ -105,7 +105,8 @@ async def sidecar_detection(
                 paths.append(sample - wait)
         uvloop_loaded = has_loaded(sidecar.pid, "uvloop")
     except Exception as exc:
-        raise RuntimeError(f"{kind} {variant.label} ({install.label}): {exc!r}\n" + "".join(list(sidecar.log)[-10:])) from exc
+        log = "".join(list(sidecar.log)[-10:])
+        raise RuntimeError(f"{kind} {variant.label} ({install.label}): {exc!r}\n{log}") from exc
     finally:
         await close_quietly(session)
         await sidecar.stop()

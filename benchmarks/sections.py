@@ -340,10 +340,11 @@ class Suite:
                     "defaults_answer_path": summarize(run.answer_paths) if run.answer_paths else None,
                     "sidecar_loop": "uvloop" if run.uvloop_loaded else "asyncio",
                 }
+                if label == self.this.label:  # the drivers' baselines, measured once, beside this checkout
+                    kinds[kind].update(kubelet_period_1s=kubelet[kind], queue_proxy_50ms_100ms=queue_proxy[kind])
             return {"unit": "ms", "kinds": kinds, "not_ready_cpu": {k: costs[k][label] for k in NOT_READY_KINDS}}
 
         self._record("1_ready_detection", describe, {
-            "kubelet_period_1s": kubelet, "queue_proxy_50ms_100ms": queue_proxy,
             "floor": {"interval_ms": DEFAULT_INTERVAL_MS, "loop": _driver_loop(), "detection": floor,
                       "cost_4_closed_ports": floor_cost_now},
         })
