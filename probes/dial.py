@@ -42,6 +42,15 @@ _ERROR_TEXT_CHARS = 60
 class ConnectFailed(Exception):
     """The target could not be resolved or connected; str() is the probe message."""
 
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code  # the connect's errno, None for a failed lookup
+
+    @property
+    def refused(self) -> bool:
+        """ECONNREFUSED: nothing listens there."""
+        return self.code == errno.ECONNREFUSED
+
 
 async def open_socket(host: str, port: int) -> socket.socket:
     """A connected non-blocking socket to host:port, trying each address in turn as Go does.
@@ -76,8 +85,6 @@ class Dialed:
     address: _Address | None = None
     connected: bool = False
     error: ConnectFailed | None = None
-    refused: bool = False  # the error is ECONNREFUSED: nothing listens there
-
 
 
 # A host that is not an IP literal needs a lookup first: the loop's path, as before.
@@ -107,7 +114,7 @@ def dial_at_once(host: str, port: int) -> Dialed:
     if code == 0:
         return Dialed(sock, address, connected=True)
     sock.close()
-    return Dialed(error=_connect_failed(code, None, address), refused=code == errno.ECONNREFUSED)
+    return Dialed(error=_connect_failed(code, None, address))
 
 
 async def finish_dial(dialed: Dialed, host: str, port: int) -> socket.socket:
@@ -150,7 +157,7 @@ async def _writable(sock: socket.socket) -> None:
 
 def _connect_failed(code: int | None, exc: OSError | None, address: _Address) -> ConnectFailed:
     reason = errno_name(exc) if exc is not None else errno_name(OSError(code, ""))
-    return ConnectFailed(f"connect {reason} {join_host_port(address[0], address[1])}")
+    return ConnectFailed(f"connect {reason} {join_host_port(address[0], address[1])}", code)
 
 
 def _literal_family(host: str) -> socket.AddressFamily | None:

@@ -27,7 +27,9 @@ _IMPORTED_AFTER_MAIN = (
 )
 
 
-@pytest.mark.parametrize("probe", ["x=tcp://127.0.0.1:1", "x=http://127.0.0.1:1/healthz", "x=exec:true"])
+@pytest.mark.parametrize(
+    "probe", ["x=tcp://127.0.0.1:1", "x=http://127.0.0.1:1/healthz", "x=exec:true", "x=grpc://127.0.0.1:1"]
+)
 def test_check_imports_none_of_the_servers_libraries(probe: str, sidecar_env: dict[str, str]) -> None:
     done = subprocess.run(
         [sys.executable, "-c", _IMPORTED_AFTER_MAIN, "check", "--probe", probe],

@@ -235,15 +235,13 @@ async def test_nothing_listening_is_connect_refused() -> None:
     assert time.monotonic() - started < TIMEOUT  # refused fast, not waited out
 
 
-async def test_while_the_port_refuses_no_channel_is_built() -> None:
-    # After one refused attempt through grpc, the probe asks the kernel first (probes/dial.py)
-    # and answers the same message at once, with no channel; once the port listens, grpc
-    # speaks to it again.
+async def test_a_refusing_port_is_answered_at_once_then_one_connection_once_it_listens() -> None:
+    # The kernel has refused the connect when it returns (probes/dial.py): no event loop,
+    # no HTTP/2. Once the port listens, the very connection that dial made carries the RPC.
     probe = GrpcHealthProbe(GrpcSpec(port=unused_port()))
-    first = await probe.attempt(TIMEOUT)
-    again = probe.start(TIMEOUT)
-    assert isinstance(again, ProbeResult), "a refusing port needs no event loop"
-    assert first.message == again.message == "grpc UNAVAILABLE: connect refused"
+    refused = probe.start(TIMEOUT)
+    assert isinstance(refused, ProbeResult), "a refusing port needs no event loop"
+    assert refused.message == "grpc UNAVAILABLE: connect refused"
     servicer = RecordingHealth()
     server = grpc.aio.server()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
