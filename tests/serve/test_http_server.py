@@ -1,0 +1,346 @@
+"""The GET-only server of the health and metrics ports (sidecar/serve/http_server.py), over real sockets.
+
+Routes here are the test's own, so each behaviour is seen on its own: keep-alive and pipelining
+across a held request, HEAD, refusals and limits, hostile clients (garbage, resets, half-closed,
+never reading, never finishing a head), and a bounded shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from sidecar.serve.http_server import GetOnlyServer, Request, Timeouts
+from sidecar.serve.http_wire import MAX_HEAD, Answer, json_answer, text_answer
+
+SHORT = Timeouts(idle=0.4, request=0.4, unread=0.4, linger=0.4)
+BIG = b"x" * (1 << 20)  # an answer no socket buffer holds at once
+
+
+@dataclass
+class App:
+    """The routes under test and what they saw."""
+
+    server: GetOnlyServer = field(init=False)
+    forever: asyncio.Event = field(default_factory=asyncio.Event)
+    seen: list[str] = field(default_factory=list)
+
+    def routes(self) -> dict[str, object]:
+        return {
+            "/now": self.now,
+            "/hold": self.hold,
+            "/slow": self.slow,
+            "/big": lambda request: Answer(200, BIG, "application/octet-stream"),
+            "/boom": self.boom,
+            "/item/{name}": lambda request: json_answer({"name": request.param}),
+        }
+
+    def now(self, request: Request) -> Answer:
+        self.seen.append(request.query_value("q") or "")
+        return json_answer({"now": True})
+
+    def hold(self, request: Request) -> None:
+        request.hold("k", 30.0, lambda: text_answer(503, "timed out"))
+
+    def slow(self, request: Request) -> None:
+        async def never() -> Answer:
+            await self.forever.wait()
+            return text_answer(200, "late")
+
+        request.respond_later(never())
+
+    def boom(self, request: Request) -> Answer:
+        raise RuntimeError("a handler bug")
+
+
+@pytest.fixture
+async def app() -> AsyncIterator[tuple[App, int]]:
+    test_app = App()
+    test_app.server = GetOnlyServer(test_app.routes(), max_body=1024, shutdown_grace=0.5, timeouts=SHORT)  # type: ignore[arg-type]
+    port = await test_app.server.start("127.0.0.1", 0)
+    yield test_app, port
+    await test_app.server.stop()
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+async def read_reply(reader: asyncio.StreamReader, *, head_only: bool = False) -> Reply:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    status_line, *lines = head.decode("latin-1").split("\r\n")[:-2]
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    length = 0 if head_only else int(headers["content-length"])
+    body = await asyncio.wait_for(reader.readexactly(length), 5)
+    return Reply(int(status_line.split()[1]), headers, body)
+
+
+async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port)
+
+
+def get(path: str, *headers: str, method: str = "GET") -> bytes:
+    return "\r\n".join((f"{method} {path} HTTP/1.1", "Host: t", *headers, "", "")).encode()
+
+
+async def closed_by_server(reader: asyncio.StreamReader, within: float) -> bool:
+    """Whether the server ends the connection (FIN or reset) within `within` seconds, ignoring data."""
+    try:
+        async with asyncio.timeout(within):
+            while await reader.read(65536):
+                pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        pass
+    return True
+
+
+async def until(condition: object, timeout: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+# -- keep-alive, pipelining, HEAD -------------------------------------------------------------
+
+
+async def test_pipelined_requests_are_answered_in_order_behind_a_held_one(app: tuple[App, int]) -> None:
+    test_app, port = app
+    reader, writer = await connect(port)
+    writer.write(get("/hold") + get("/now?q=1") + get("/now?q=2", method="HEAD"))
+    await until(lambda: len(test_app.server.held) == 1)
+    await asyncio.sleep(0.1)
+    assert test_app.seen == [], "a pipelined request waits for the one held before it"
+    test_app.server.held.release("k", lambda: text_answer(200, "released"))
+    first, second, third = (await read_reply(reader), await read_reply(reader),
+                            await read_reply(reader, head_only=True))
+    assert (first.status, first.body) == (200, b"200: released")
+    assert (second.status, second.body) == (200, b'{"now": true}')
+    assert third.status == 200 and third.headers["content-length"] == str(len(second.body))
+    assert test_app.seen == ["1", "2"]
+    writer.close()
+
+
+async def test_head_answers_the_get_headers_without_the_body(app: tuple[App, int]) -> None:
+    _, port = app
+    reader, writer = await connect(port)
+    writer.write(get("/now") + get("/now", method="HEAD") + get("/now"))
+    full, head, again = await read_reply(reader), await read_reply(reader, head_only=True), await read_reply(reader)
+    assert head.headers == full.headers and head.body == b"" and again.body == full.body
+    assert "server" not in full.headers, "no Server header telling versions"
+    writer.close()
+
+
+async def test_the_answer_is_the_same_whichever_reader_took_the_request(app: tuple[App, int]) -> None:
+    """A Content-Length makes a request h11's to read; the answer must not tell the difference."""
+    _, port = app
+    reader, writer = await connect(port)
+    for request in (get("/item/a%2Db"), get("/item/a%2Db", "Content-Length: 0"), get("/item/a%2Db", "X: \x01")):
+        writer.write(request)
+        reply = await read_reply(reader)
+        assert (reply.status, reply.body) == (200, b'{"name": "a-b"}'), request
+        assert set(reply.headers) == {"content-type", "content-length", "date"}
+    writer.close()
+
+
+async def test_connection_close_http_1_0_and_a_client_that_half_closes_are_answered_then_closed(
+    app: tuple[App, int]
+) -> None:
+    _, port = app
+    for request in (get("/now", "Connection: close"), b"GET /now HTTP/1.0\r\n\r\n"):
+        reader, writer = await connect(port)
+        writer.write(request)
+        reply = await read_reply(reader)
+        assert reply.status == 200 and reply.headers["connection"] == "close"
+        assert await closed_by_server(reader, 1.0)
+        writer.close()
+    # Half-closed after a held request: still answered, then closed.
+    test_app, _ = app
+    reader, writer = await connect(port)
+    writer.write(get("/hold"))
+    writer.write_eof()
+    await until(lambda: len(test_app.server.held) == 1)
+    test_app.server.held.release("k", lambda: text_answer(200, "released"))
+    assert (await read_reply(reader)).status == 200
+    assert await closed_by_server(reader, 1.0)
+    writer.close()
+
+
+# -- refusals and limits ----------------------------------------------------------------------
+
+
+async def test_unknown_paths_other_methods_and_handler_bugs(
+    app: tuple[App, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, port = app
+    reader, writer = await connect(port)
+    writer.write(get("/nope") + get("/now", "Content-Length: 2", method="POST") + b"{}" + get("/item/")
+                 + get("/nope", method="DELETE") + get("http://elsewhere/now"))
+    replies = [await read_reply(reader) for _ in range(5)]
+    assert [r.status for r in replies] == [404, 405, 404, 404, 200]
+    assert replies[1].headers["allow"] == "GET, HEAD"
+    writer.write(get("/boom"))
+    assert (await read_reply(reader)).status == 500
+    assert any("a handler bug" in str(r.exc_info) for r in caplog.records), "our own bug is logged"
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (get("/now", "Content-Length: 1025") + b"x" * 1025, 413),
+        (get("/now", "Transfer-Encoding: chunked") + b"400\r\n" + b"x" * 1024 + b"\r\n0\r\n\r\n", 413),
+        (get("/now", "Transfer-Encoding: gzip"), 413),
+        (get("/" + "a" * 8200), 414),
+        (get("/now", "X-Big: " + "h" * 8200), 431),
+        (get("/now", *(f"X-{i}: v" for i in range(200))), 431),
+        (get("/now", "X-Big: " + "h" * MAX_HEAD), 431),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(64), 400),  # a TLS ClientHello
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
+        (b"GET /now HTTP/1.1\r\n\r\n", 400),  # no Host
+        (b"GET /now HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        (b"\x00" * 100 + b"\r\n\r\n", 400),
+    ],
+    ids=["body-over-limit", "chunked", "other-coding", "long-line", "long-header", "many-headers", "huge-head",
+         "tls", "http2", "no-host", "two-hosts", "nul"],
+)
+async def test_refusals_are_one_line_then_the_connection_closes_and_nothing_is_logged(
+    app: tuple[App, int], caplog: pytest.LogCaptureFixture, request_bytes: bytes, status: int
+) -> None:
+    _, port = app
+    caplog.set_level(logging.DEBUG)
+    reader, writer = await connect(port)
+    writer.write(request_bytes)
+    reply = await read_reply(reader)
+    assert reply.status == status and reply.headers["connection"] == "close"
+    assert reply.body.startswith(f"{status}: ".encode()) and b"\n" not in reply.body
+    writer.write(b"more bytes the server drops")  # it lingers, reading, until we close
+    assert await closed_by_server(reader, 2.0)
+    writer.close()
+    assert caplog.records == []
+
+
+async def test_a_small_body_is_read_and_the_connection_goes_on(app: tuple[App, int]) -> None:
+    _, port = app
+    reader, writer = await connect(port)
+    writer.write(get("/now", "Content-Length: 1024", "Expect: 100-continue"))
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 100 Continue")
+    writer.write(b"b" * 1024 + get("/now"))
+    assert [(await read_reply(reader)).status for _ in range(2)] == [200, 200]
+    writer.close()
+
+
+# -- hostile clients --------------------------------------------------------------------------
+
+
+async def test_idle_and_unfinished_connections_are_closed_but_held_ones_are_not(app: tuple[App, int]) -> None:
+    test_app, port = app
+    idle = await connect(port)
+    idle[1].write(get("/now"))
+    await read_reply(idle[0])
+    slowloris = await connect(port)
+    slowloris[1].write(b"GET /now HTTP/1.1\r\nHost: t\r\nX-A: ")
+    slow_body = await connect(port)
+    slow_body[1].write(get("/now", "Content-Length: 10") + b"12345")
+    held = await connect(port)
+    held[1].write(get("/hold"))
+    started = time.monotonic()
+    for reader, _ in (idle, slowloris, slow_body):
+        assert await closed_by_server(reader, 2.0)
+    assert time.monotonic() - started < 1.5  # 0.4 s and a sweep (0.1 s)
+    assert not await closed_by_server(held[0], 0.5), "a long-poll is bounded by its own wait"
+    test_app.server.held.release("k", lambda: text_answer(200, "released"))
+    assert (await read_reply(held[0])).status == 200
+    for _, writer in (idle, slowloris, slow_body, held):
+        writer.close()
+
+
+async def test_a_client_that_never_reads_is_cut_off_and_others_are_served_meanwhile(app: tuple[App, int]) -> None:
+    test_app, port = app
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(get("/big") * 20)  # 20 MiB of answers asked for, none read
+    reader, writer = await connect(port)
+    writer.write(get("/now"))
+    assert (await read_reply(reader)).status == 200
+    writer.close()
+    await asyncio.sleep(1.0)  # the unread timeout (0.4 s) and a sweep
+    received = 0
+    sock.settimeout(2.0)
+    with pytest.raises(ConnectionResetError):
+        while chunk := sock.recv(1 << 16):
+            received += len(chunk)
+    assert received < len(BIG), "aborted: what it never read was dropped"
+    sock.close()
+    await until(lambda: not test_app.server.connections)
+
+
+async def test_resets_and_garbage_leave_no_connection_held_or_request_behind(app: tuple[App, int]) -> None:
+    test_app, port = app
+    for payload in (get("/hold"), get("/slow"), b"GET /now HTTP/1.1\r\nHo", get("/now", "Content-Length: 9") + b"x",
+                    bytes(range(256)) * 4):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(payload)
+        await asyncio.sleep(0.05)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()  # an RST
+    await until(lambda: not test_app.server.connections and not len(test_app.server.held))
+    reader, writer = await connect(port)
+    writer.write(get("/now"))
+    assert (await read_reply(reader)).status == 200, "still serving"
+    writer.close()
+
+
+async def test_many_connections_come_and_go_without_a_trace(app: tuple[App, int]) -> None:
+    test_app, port = app
+    tasks_before = len(asyncio.all_tasks())
+
+    async def one() -> int:
+        reader, writer = await connect(port)
+        writer.write(get("/now", "Connection: close"))
+        reply = await read_reply(reader)
+        writer.close()
+        await writer.wait_closed()
+        return reply.status
+
+    assert await asyncio.gather(*(one() for _ in range(200))) == [200] * 200
+    await until(lambda: not test_app.server.connections)
+    assert len(asyncio.all_tasks()) == tasks_before, "synchronous answers start no task"
+
+
+# -- shutdown ---------------------------------------------------------------------------------
+
+
+async def test_stop_answers_held_requests_waits_for_in_flight_ones_only_the_grace_and_closes_all() -> None:
+    test_app = App()
+    server = test_app.server = GetOnlyServer(test_app.routes(), max_body=1024, shutdown_grace=0.5)  # type: ignore[arg-type]
+    port = await server.start("127.0.0.1", 0)
+    held, slow, idle = await connect(port), await connect(port), await connect(port)
+    held[1].write(get("/hold"))
+    slow[1].write(get("/slow"))
+    idle[1].write(get("/now"))
+    await read_reply(idle[0])
+    await until(lambda: len(server.held) == 1)
+    started = time.monotonic()
+    await server.stop()
+    assert time.monotonic() - started < 1.0, "in-flight requests get the grace (0.5 s), no more"
+    reply = await read_reply(held[0])
+    assert (reply.status, reply.body, reply.headers["connection"]) == (503, b"503: timed out", "close")
+    for reader, _ in (held, slow, idle):
+        assert await closed_by_server(reader, 1.0)
+    assert not server.connections and not len(server.held)
+    with pytest.raises(OSError):
+        await connect(port)
+    await server.stop()  # idempotent
