@@ -67,7 +67,10 @@ class Sidecar:
         self.logger = logger or logging.getLogger(LOGGER_NAME)
         self.clock = clock or Clock()
         self.state = AggregateState(config.containers, clock=self.clock)
-        observers: list[StateObserver] = [TransitionLogger(self.logger, self.clock)]
+        self.drainer = Drainer(self.state, settings.drain_seconds)
+        self.http = HealthHttpServer(self.state, self.drainer, LivenessChecks(config.containers, self.logger))
+        # The health server first: its hooks answer held long-polls, the change's most urgent reader.
+        observers: list[StateObserver] = [self.http, TransitionLogger(self.logger, self.clock)]
         self._metrics = None
         if settings.metrics_port is not None:
             # Imported only when on: prometheus_client is the slowest import of `run`.
@@ -79,8 +82,6 @@ class Sidecar:
             observers.append(metrics)
             self._metrics = MetricsServer(metrics)
         self.state.observe(*observers)  # the one place observers are registered
-        self.drainer = Drainer(self.state, settings.drain_seconds)
-        self.http = HealthHttpServer(self.state, self.drainer, LivenessChecks(config.containers, self.logger))
         self._grpc = None
         if settings.grpc_port is not None:
             from sidecar.serve.health_grpc import GrpcHealthServer

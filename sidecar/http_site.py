@@ -1,45 +1,35 @@
-"""Every HTTP port the sidecar opens (health, metrics, webhook): one aiohttp lifecycle, one body limit.
+"""The webhook's HTTPS port: one aiohttp lifecycle (start, bound port, bounded shutdown).
+
+Only `webhook` serves with aiohttp: it takes POSTed AdmissionReviews over TLS. The health
+and metrics ports of `run` are GET-only and use sidecar.serve.http_server instead, so `run`
+never imports aiohttp (docs/architecture.md, "The serve package").
 
 aiohttp bounds the request line and headers itself (8190 bytes a line, a bounded count,
-400 beyond). A body is ours to bound: `client_max_size` only applies when a handler reads
-the body, and the GET-only ports never do, so without `refuse_bodies_over` any size was
-accepted (and drained).
+400 beyond) and the body by the application's `client_max_size` (413 beyond).
 
-    site = HttpSite(get_only_app(1024), shutdown_grace=1.0)
+    site = HttpSite(web.Application(client_max_size=2**21), shutdown_grace=5.0, ssl_context=context)
     port = await site.start("0.0.0.0", 0)   # the bound port
     await site.stop()
 """
 
 from __future__ import annotations
 
+import logging
 import ssl
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
+from aiohttp.http_exceptions import HttpProcessingError
 
-# Room for a burst of kubelet, load-balancer and mesh connections arriving at once.
+# Room for a burst of API server connections arriving at once.
 BACKLOG = 1024
 
 
-def refuse_bodies_over(limit: int) -> Middleware:
-    """413 for a body over `limit` bytes, or of unknown length (chunked), before any handler runs."""
-
-    @web.middleware
-    async def refuse(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.body_exists:
-            size = request.content_length
-            if size is None or size > limit:
-                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size or limit + 1)
-        return await handler(request)
-
-    return refuse
-
-
-def get_only_app(max_request_bytes: int) -> web.Application:
-    """An application for ports that serve GETs only: no body above `max_request_bytes` is taken."""
-    return web.Application(
-        client_max_size=max_request_bytes, middlewares=[refuse_bodies_over(max_request_bytes)]
-    )
+def _not_a_client_protocol_error(record: logging.LogRecord) -> bool:
+    """aiohttp logs every malformed or oversized request at ERROR, with a traceback quoting
+    100 bytes of it. The client got its 400 already; logging it would let any client fill
+    (and, with --log-format json, break) the log at the rate it sends garbage."""
+    error = record.exc_info[1] if record.exc_info else None
+    return not isinstance(error, HttpProcessingError)
 
 
 class HttpSite:
@@ -55,7 +45,9 @@ class HttpSite:
 
     async def start(self, bind: str, port: int) -> int:
         """Listen on bind:port (0 picks a free port) and return the bound port; OSError if it can't."""
-        # No access log: the health port is hit every few milliseconds, and every review logs its own line.
+        # Added once per process however often this runs: the same function is one filter.
+        logging.getLogger("aiohttp.server").addFilter(_not_a_client_protocol_error)
+        # No access log: every review logs its own line.
         runner = web.AppRunner(
             self.app, access_log=None, handle_signals=False, shutdown_timeout=self.shutdown_grace
         )

@@ -2,10 +2,13 @@
 /live/<container> for the liveness checks that `inject --rewrite-liveness` routes through us.
 Every route comes from `sidecar.contract`, the same constants inject writes into pods.
 
-/ready is the hot path (kubelet, load balancers, wrk): its body is rebuilt only
-when the state's revision changes, and a long-poll waits on the state's event.
+/ready is the hot path (kubelet, load balancers, wrk): its answer is built only when the
+state's revision changes. A long-poll (`?wait=`) is held by the server, not by a task:
+the server is a StateObserver, and the hook that learns of the change writes the one
+answer to every waiting connection, inline, before the state's record() returns.
 
     server = HealthHttpServer(state, drainer, LivenessChecks(config.containers, logger))
+    state.observe(server)        # the app's wiring: how long-polls learn of changes
     port = await server.start("0.0.0.0", 8550)
 """
 
@@ -13,10 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
-from typing import Any
-
-from aiohttp import web
+from collections.abc import Callable, Hashable
+from functools import partial
 
 from sidecar import __version__
 from sidecar.contract import (
@@ -29,125 +30,157 @@ from sidecar.contract import (
     WAIT_PARAM,
 )
 from sidecar.durations import parse_duration
-from sidecar.http_site import HttpSite, get_only_app
 from sidecar.runtime.attempt import LivenessChecks
 from sidecar.runtime.drain import Drainer
-from sidecar.runtime.state import AggregateState
+from sidecar.runtime.state import AggregateState, ContainerState, StateObserver, Transition
+from sidecar.serve.http_server import GetOnlyServer, Request
+from sidecar.serve.http_wire import JSON, Answer, json_answer
 from sidecar.serve.views import container_status, ready_summary
 
 MAX_WAIT_SECONDS = 300.0  # a long-poll longer than any sane kubelet timeout is a mistake
 MAX_REQUEST_BYTES = 1024  # every endpoint is a GET: no body is ever needed
 SHUTDOWN_GRACE = 1.0  # in-flight requests get this long once the drain is over
 
-JSON = "application/json"
-# The one path parameter: a container name.
-_CONTAINER = "container"
+# What a held /ready waits for, beside the container names /ready/<name> waits on (never None).
+_AGGREGATE: Hashable = None
 
 
-def _json_response(doc: Any, status: int = 200) -> web.Response:
-    return web.Response(body=json.dumps(doc).encode(), status=status, content_type=JSON)
-
-
-class HealthHttpServer:
+class HealthHttpServer(StateObserver):
     def __init__(self, state: AggregateState, drainer: Drainer, liveness: LivenessChecks) -> None:
         self.state = state
         self.drainer = drainer
         self.liveness = liveness
-        self._ready_cache: tuple[int, int, bytes] = (-1, 503, b"")
-        self.app = get_only_app(MAX_REQUEST_BYTES)
-        for path, handler in (
-            (READY_PATH, self.ready),
-            (READY_CONTAINER_PATH, self.ready_container),
-            (HEALTHZ_PATH, self.healthz),
-            (STATUS_PATH, self.status),
-            (DRAIN_PATH, self.wait_for_drain),
-            (LIVE_PATH, self.live_container),
-        ):
-            self.app.router.add_get(path, handler)
-        self._site = HttpSite(self.app, shutdown_grace=SHUTDOWN_GRACE)
+        self._ready_cache: tuple[int, Answer | None] = (-1, None)
+        self._server = GetOnlyServer(
+            {
+                READY_PATH: self.ready,
+                READY_CONTAINER_PATH: self.ready_container,
+                HEALTHZ_PATH: self.healthz,
+                STATUS_PATH: self.status,
+                DRAIN_PATH: self.wait_for_drain,
+                LIVE_PATH: self.live_container,
+            },
+            max_body=MAX_REQUEST_BYTES,
+            shutdown_grace=SHUTDOWN_GRACE,
+        )
 
     async def start(self, bind: str, port: int) -> int:
-        return await self._site.start(bind, port)
+        if self not in self.state.observers:
+            raise RuntimeError("HealthHttpServer must observe its state (state.observe(server)): "
+                               "long-polls are answered from its hooks")
+        return await self._server.start(bind, port)
 
     async def stop(self) -> None:
-        await self._site.stop()
+        """Held long-polls are answered now (as their wait's end would); in-flight requests get SHUTDOWN_GRACE."""
+        await self._server.stop()
 
-    # -- handlers -------------------------------------------------------------------
+    @property
+    def held_long_polls(self) -> int:
+        return len(self._server.held)
 
-    async def _hold(self, request: web.Request, predicate: Callable[[], bool]) -> web.Response | None:
-        """The long-poll: hold until predicate() or ?wait= ends. Returns an error response
-        for a bad wait value, else None."""
-        raw = request.query.get(WAIT_PARAM)
-        if raw is None or predicate() or self.state.draining:
-            return None  # draining never ends in ready: answer at once
-        try:
-            wait = min(parse_duration(raw), MAX_WAIT_SECONDS)
-        except ValueError as exc:
-            return _json_response({"error": f"{WAIT_PARAM}: {exc}"}, status=400)
-        await self.state.wait_for(lambda: predicate() or self.state.draining, wait)
-        return None
+    # -- answers ------------------------------------------------------------------------
 
-    def _ready_body(self) -> tuple[int, bytes]:
-        revision, status, body = self._ready_cache
-        if revision != self.state.revision:
-            state = self.state
-            status = 200 if state.ready else 503
+    def _ready_answer(self) -> Answer:
+        revision, answer = self._ready_cache
+        state = self.state
+        if revision != state.revision or answer is None:
+            # Inside the draining hook state.ready is not yet recomputed; draining is never ready.
+            ready = state.ready and not state.draining
             doc = {
-                "ready": state.ready,
+                "ready": ready,
                 "draining": state.draining,
                 "containers": {n: ready_summary(c) for n, c in state.containers.items()},
             }
-            body = json.dumps(doc, separators=(",", ":")).encode()
-            self._ready_cache = (state.revision, status, body)
-        return status, body
+            answer = Answer(200 if ready else 503, json.dumps(doc, separators=(",", ":")).encode(), JSON)
+            self._ready_cache = (state.revision, answer)
+        return answer
 
-    async def ready(self, request: web.Request) -> web.Response:
-        error = await self._hold(request, lambda: self.state.ready)
-        if error is not None:
-            return error
-        status, body = self._ready_body()
-        return web.Response(body=body, status=status, content_type=JSON)
+    def _container_answer(self, c: ContainerState) -> Answer:
+        doc = {"container": c.spec.name, **ready_summary(c)}
+        return json_answer(doc, status=200 if c.ready else 503)
 
-    async def ready_container(self, request: web.Request) -> web.Response:
-        name = request.match_info[_CONTAINER]
+    def _answer_or_hold(
+        self, request: Request, key: Hashable, predicate: Callable[[], bool], answer: Callable[[], Answer]
+    ) -> Answer | None:
+        """The answer now, or hold the long-poll (`?wait=`) until predicate() or the wait ends."""
+        raw = request.query_value(WAIT_PARAM)
+        if raw is None or predicate() or self.state.draining:
+            return answer()  # draining never ends in ready: answer at once
+        try:
+            wait = min(parse_duration(raw), MAX_WAIT_SECONDS)
+        except ValueError as exc:
+            return json_answer({"error": f"{WAIT_PARAM}: {exc}"}, status=400)
+        if wait <= 0:
+            return answer()
+        request.hold(key, wait, answer)
+        return None
+
+    # -- StateObserver: the changes a held long-poll waits for --------------------------------
+
+    def container_changed(self, container: ContainerState, transition: Transition) -> None:
+        if transition.now_ready:
+            self._server.held.release(container.spec.name, lambda: self._container_answer(container))
+
+    def aggregate_changed(self, state: AggregateState) -> None:
+        if state.ready:
+            self._server.held.release(_AGGREGATE, self._ready_answer)
+
+    def draining_changed(self, state: AggregateState) -> None:
+        if not state.draining:
+            return
+        for key in self._server.held.waited_for():
+            if key is _AGGREGATE:
+                self._server.held.release(key, self._ready_answer)
+            else:
+                self._server.held.release(key, partial(self._container_answer, state.containers[str(key)]))
+
+    # -- handlers -------------------------------------------------------------------------
+
+    def ready(self, request: Request) -> Answer | None:
+        return self._answer_or_hold(request, _AGGREGATE, lambda: self.state.ready, self._ready_answer)
+
+    def ready_container(self, request: Request) -> Answer | None:
+        name = request.param
         c = self.state.containers.get(name)
         if c is None:
-            return _json_response({"error": f"unknown container {name!r}"}, status=404)
-        error = await self._hold(request, lambda: c.ready)
-        if error is not None:
-            return error
-        doc = {"container": name, **ready_summary(c)}
-        return _json_response(doc, status=200 if c.ready else 503)
+            return json_answer({"error": f"unknown container {name!r}"}, status=404)
+        return self._answer_or_hold(request, name, lambda: c.ready, lambda: self._container_answer(c))
 
-    async def healthz(self, request: web.Request) -> web.Response:
+    def healthz(self, request: Request) -> Answer:
         dead = list(self.state.dead_schedulers)
         if dead:
-            return _json_response({"alive": False, "dead_schedulers": dead}, status=503)
-        return _json_response({"alive": True})
+            return json_answer({"alive": False, "dead_schedulers": dead}, status=503)
+        return json_answer({"alive": True})
 
-    async def status(self, request: web.Request) -> web.Response:
+    def status(self, request: Request) -> Answer:
         state = self.state
         doc = {
             "ready": state.ready,
             "draining": state.draining,
             "uptime_seconds": round(state.uptime(), 3),
             "version": __version__,
-            # Live asyncio tasks in the process, this request's included: a debug figure
-            # that tests/reliability watches for leaks. Cheap: one pass over a WeakSet.
+            # Live asyncio tasks in the process: a debug figure that tests/reliability
+            # watches for leaks. Cheap: one pass over a WeakSet. (This request has none.)
             "tasks": len(asyncio.all_tasks()),
             "containers": [container_status(c, state.started_mono) for c in state.containers.values()],
         }
-        return _json_response(doc, status=200)
+        return json_answer(doc)
 
-    async def wait_for_drain(self, request: web.Request) -> web.Response:
-        outcome = await self.drainer.wait_for_drain()
-        return _json_response({"drain": outcome})
+    def wait_for_drain(self, request: Request) -> None:
+        request.respond_later(self._drained_answer())
 
-    async def live_container(self, request: web.Request) -> web.Response:
+    async def _drained_answer(self) -> Answer:
+        return json_answer({"drain": await self.drainer.wait_for_drain()})
+
+    def live_container(self, request: Request) -> Answer | None:
         """Run the container's liveness check once, now: the kubelet owns period and thresholds."""
-        name = request.match_info[_CONTAINER]
+        name = request.param
         if name not in self.liveness:
-            return _json_response({"error": f"no liveness check for container {name!r}"}, status=404)
+            return json_answer({"error": f"no liveness check for container {name!r}"}, status=404)
+        request.respond_later(self._live_answer(name))
+        return None
+
+    async def _live_answer(self, name: str) -> Answer:
         result = await self.liveness.check(name)
         doc = {"container": name, "alive": result.outcome.ok, "result": result.outcome.value, "reason": result.message}
-        return _json_response(doc, status=200 if result.outcome.ok else 503)
+        return json_answer(doc, status=200 if result.outcome.ok else 503)

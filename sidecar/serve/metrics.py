@@ -39,7 +39,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -53,8 +52,9 @@ from prometheus_client import (
 
 from probes.result import Outcome, ProbeResult
 from sidecar.contract import METRICS_PATH
-from sidecar.http_site import HttpSite, get_only_app
 from sidecar.runtime.state import AggregateState, ContainerState, StateObserver, Transition
+from sidecar.serve.http_server import GetOnlyServer, Request
+from sidecar.serve.http_wire import Answer
 
 # 100 us to 10 s: a TCP connect here takes ~0.1 ms, a gRPC Check ~1 ms, and a kubelet
 # timeout of more than 10 s is already a problem worth seeing as +Inf.
@@ -210,17 +210,17 @@ class MetricsServer:
     def __init__(self, metrics: ReadinessMetrics) -> None:
         self.metrics = metrics
         self.registry = metrics.registry
-        self.app = get_only_app(MAX_REQUEST_BYTES)
-        self.app.router.add_get(METRICS_PATH, self.handle_metrics)
-        self._site = HttpSite(self.app, shutdown_grace=SHUTDOWN_GRACE)
+        self._server = GetOnlyServer(
+            {METRICS_PATH: self.handle_metrics}, max_body=MAX_REQUEST_BYTES, shutdown_grace=SHUTDOWN_GRACE
+        )
 
     async def start(self, bind: str, port: int) -> int:
-        return await self._site.start(bind, port)
+        return await self._server.start(bind, port)
 
     async def stop(self) -> None:
-        await self._site.stop()
+        await self._server.stop()
 
-    async def handle_metrics(self, request: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+    def handle_metrics(self, request: Request) -> Answer:
+        # The text format, whatever the scraper accepts: prometheus_client's exposition
+        # and its content type (with the format version Prometheus needs to parse it).
+        return Answer(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)

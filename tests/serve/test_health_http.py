@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import select
+import socket
 import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
-from probes.result import ProbeResult
+from probes.result import Outcome, ProbeResult
 from probes.spec import HttpGetSpec
 from sidecar.app import Sidecar
 from sidecar.model import ContainerSpec, ProbeTiming, SidecarConfig
@@ -208,3 +212,114 @@ async def test_wait_for_drain_returns_when_the_drain_period_ends(sidecar: tuple[
     status, body = await get(base + "/ready?wait=5s")
     assert status == 503 and body["draining"] is True
     assert time.monotonic() - start < 1.0, "draining answers at once, never holds"
+
+
+# -- the answer path: a long-poll is written by the state change itself ------------------------
+
+SUCCESS = ProbeResult(Outcome.SUCCESS, "HTTP 200", 0.001)
+
+
+def held_polls(port: int, *paths: str) -> list[socket.socket]:
+    socks = []
+    for path in paths:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        method, _, path = path.rpartition(" ")
+        sock.sendall(f"{method or 'GET'} {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        socks.append(sock)
+    return socks
+
+
+def answered_now(socks: list[socket.socket]) -> list[bytes]:
+    """What each socket holds already, without waiting and without letting the event loop run."""
+    readable, _, _ = select.select(socks, [], [], 0)
+    assert readable == socks, f"{len(socks) - len(readable)} of {len(socks)} not answered yet"
+    return [sock.recv(65536) for sock in socks]
+
+
+async def wait_held(car: Sidecar, count: int) -> None:
+    deadline = time.monotonic() + 2
+    while car.http.held_long_polls < count:
+        assert time.monotonic() < deadline, "the long-polls were not held"
+        await asyncio.sleep(0.01)
+
+
+async def test_long_polls_are_answered_inside_the_change_before_the_loop_runs_again(
+    sidecar: tuple[Sidecar, str],
+) -> None:
+    car, base = sidecar
+    car._tasks["app"].cancel()  # the attempts are recorded here
+    await asyncio.sleep(0.05)
+    port = int(base.rpartition(":")[2])
+    socks = held_polls(port, "/ready?wait=5s", "/ready/app?wait=5s", "HEAD /ready?wait=5s", "/ready?wait=5s")
+    try:
+        await wait_held(car, 4)
+        car.state.record("app", SUCCESS)  # app turns ready, and with it the pod
+        replies = answered_now(socks)  # no await since the record: the hook wrote them
+        assert [reply.split(b" ", 2)[1] for reply in replies] == [b"200"] * 4
+        assert b'"container": "app", "ready": true' in replies[1]
+        assert replies[0] == replies[3], "one answer, written to every waiter"
+        assert replies[2] == replies[0][: replies[0].index(b"\r\n\r\n") + 4], "HEAD: the same head, no body"
+        status, body = await get(base + "/ready")
+        assert status == 200 and replies[0].endswith(json.dumps(body, separators=(",", ":")).encode())
+        assert car.http.held_long_polls == 0
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+async def test_draining_answers_held_long_polls_at_once(sidecar: tuple[Sidecar, str]) -> None:
+    car, base = sidecar
+    port = int(base.rpartition(":")[2])
+    socks = held_polls(port, "/ready?wait=5s", "/ready/app?wait=5s")
+    try:
+        await wait_held(car, 2)
+        car.drainer.begin()
+        aggregate, app = answered_now(socks)
+        assert aggregate.startswith(b"HTTP/1.1 503 ") and b'"ready":false,"draining":true' in aggregate
+        assert app.startswith(b"HTTP/1.1 503 ") and b'"container": "app"' in app
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+async def test_stopping_answers_held_long_polls_with_what_their_wait_would_end_in(
+    sidecar: tuple[Sidecar, str],
+) -> None:
+    car, base = sidecar
+    port = int(base.rpartition(":")[2])
+    (sock,) = held_polls(port, "/ready?wait=30s")
+    try:
+        await wait_held(car, 1)
+        started = time.monotonic()
+        await car.stop()
+        assert time.monotonic() - started < 0.5, "a held long-poll needs no grace: its answer is known"
+        sock.settimeout(2)
+        reply = sock.recv(65536)
+        assert reply.startswith(b"HTTP/1.1 503 ") and b"Connection: close\r\n" in reply
+        assert sock.recv(1) == b"", "then closed"
+    finally:
+        sock.close()
+
+
+async def test_head_and_other_methods(sidecar: tuple[Sidecar, str]) -> None:
+    _, base = sidecar
+    async with aiohttp.ClientSession() as session:
+        async with session.head(base + "/ready") as head, session.get(base + "/ready") as full:
+            assert head.status == full.status == 503
+            assert head.headers["Content-Length"] == full.headers["Content-Length"]
+            assert head.headers["Content-Type"] == full.headers["Content-Type"] == "application/json"
+            assert "Server" not in full.headers
+        async with session.post(base + "/ready", data=b"x") as posted, session.get(base + "/nope") as missing:
+            assert (posted.status, missing.status) == (405, 404)
+
+
+async def test_a_health_server_that_does_not_observe_its_state_refuses_to_start() -> None:
+    from sidecar.runtime.attempt import LivenessChecks
+    from sidecar.runtime.drain import Drainer
+    from sidecar.runtime.state import AggregateState
+    from sidecar.serve.health_http import HealthHttpServer
+
+    state = AggregateState([])
+    server = HealthHttpServer(state, Drainer(state, 1.0), LivenessChecks([], logging.getLogger("test")))
+    with pytest.raises(RuntimeError, match="observe"):
+        await server.start("127.0.0.1", 0)
