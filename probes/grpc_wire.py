@@ -13,11 +13,13 @@ protobuf encoding is written here by hand, checked against grpcio's in the tests
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from urllib.parse import quote, unquote
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 CHECK_PATH = f"/{HEALTH_SERVICE}/Check"
 WATCH_PATH = f"/{HEALTH_SERVICE}/Watch"
+LIST_PATH = f"/{HEALTH_SERVICE}/List"
 CONTENT_TYPE = "application/grpc"
 
 # HealthCheckResponse.ServingStatus (grpc/health/v1/health.proto).
@@ -42,6 +44,8 @@ PREFIX_BYTES = 5
 # protobuf: field 1 as a length-delimited string (the request) or a varint (the response).
 _SERVICE_TAG = 0x0A
 _STATUS_TAG = 0x08
+# A map entry's value (field 2, length-delimited); its key, field 1, shares _SERVICE_TAG's byte.
+_ENTRY_VALUE_TAG = 0x12
 # grpc-message is percent-encoded; these stay as they are (printable ASCII but '%').
 _MESSAGE_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
@@ -107,6 +111,26 @@ def decode_response(message: bytes) -> int:
         if tag == _STATUS_TAG and isinstance(value, int):
             status = value
     return status
+
+
+def encode_list_response(statuses: Iterable[tuple[str, int]]) -> bytes:
+    """HealthListResponse: `map<string, HealthCheckResponse> statuses = 1`, one entry per service.
+
+    Each entry is a message of its own (key = 1, value = 2), both always written, as grpcio does.
+    """
+    out = bytearray()
+    for service, status in statuses:
+        key = service.encode()
+        value = encode_response(status)
+        entry = b"".join((bytes((_SERVICE_TAG,)), _varint(len(key)), key,
+                          bytes((_ENTRY_VALUE_TAG,)), _varint(len(value)), value))
+        out += bytes((_SERVICE_TAG,)) + _varint(len(entry)) + entry
+    return bytes(out)
+
+
+def check_message(message: bytes) -> None:
+    """WireError unless `message` is well-formed protobuf: a HealthListRequest, which has no fields to read."""
+    _fields(message)
 
 
 def encode_message(text: str) -> str:
