@@ -2,8 +2,12 @@
 
 Service "" is the aggregate and every container is a service of its own name, so
 kubelet `grpc` probes and Watch clients ask the same question as GET /ready.
-Statuses are read from the state on each call; Watch streams wait on the state's
-change notification, so a change reaches them within milliseconds.
+Statuses are read from the state on each call. Watch streams are followed by one task
+that waits on the state's change notification and writes each change to every stream
+it changes, so a change reaches them within milliseconds and nothing polls.
+
+The calls travel on `serve.grpc_h2` (asyncio and h2), the messages are
+`probes.grpc_wire`'s: no grpcio, no protobuf.
 
     server = GrpcHealthServer(state)
     port = await server.start("0.0.0.0", 8551)
@@ -13,29 +17,32 @@ change notification, so a change reaches them within milliseconds.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+import contextlib
+from functools import partial
 
-import grpc
-from grpc_health.v1 import health_pb2
-
+from probes.grpc_wire import (
+    CHECK_PATH,
+    INTERNAL,
+    LIST_PATH,
+    NOT_FOUND,
+    NOT_SERVING,
+    SERVICE_UNKNOWN,
+    SERVING,
+    WATCH_PATH,
+    WireError,
+    check_message,
+    decode_request,
+    encode_list_response,
+    encode_response,
+)
 from probes.spec import join_host_port
 from sidecar.runtime.state import AggregateState
+from sidecar.serve.grpc_h2 import DEFAULT_LIMITS, Call, ConnectionLimits, GrpcServer
 
 # A HealthCheckRequest is one short service name; anything bigger is not a health check.
 MAX_REQUEST_BYTES = 4096
 
-_SERVICE = "grpc.health.v1.Health"
-_SERVING: int = health_pb2.HealthCheckResponse.SERVING
-_NOT_SERVING: int = health_pb2.HealthCheckResponse.NOT_SERVING
-_SERVICE_UNKNOWN: int = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
-
-_SERVER_OPTIONS = (
-    ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
-    # grpc enables SO_REUSEPORT by default: a second sidecar on the same port would
-    # then bind silently and steal half the probes instead of failing at start-up.
-    ("grpc.so_reuseport", 0),
-)
+_RESPONSES = {status: encode_response(status) for status in (SERVING, NOT_SERVING, SERVICE_UNKNOWN)}
 
 
 class GrpcHealthServer:
@@ -56,17 +63,19 @@ class GrpcHealthServer:
     streams send that and end with OK, instead of being cut off at the grace deadline.
     """
 
-    def __init__(self, state: AggregateState) -> None:
+    def __init__(self, state: AggregateState, *, limits: ConnectionLimits = DEFAULT_LIMITS) -> None:
         self.state = state
-        self._server: Any = None  # grpc.aio.Server while started
+        self.limits = limits
+        self._server: GrpcServer | None = None
         self._stopping = False
-        self._stopped = asyncio.Event()  # set by stop(): open Watch streams end
-        self._open_watches = 0
+        # Open Watch streams by service, each with the status it was last sent.
+        self._watches: dict[str, dict[Call, int]] = {}
+        self._follower: asyncio.Task[None] | None = None
 
     @property
     def open_watches(self) -> int:
         """Watch streams currently open."""
-        return self._open_watches
+        return sum(len(calls) for calls in self._watches.values())
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -74,17 +83,20 @@ class GrpcHealthServer:
         """Listen on bind:port (0 picks a free port) and return the bound port."""
         if self._server is not None:
             raise RuntimeError("gRPC health server already started")
-        server = grpc.aio.server(options=_SERVER_OPTIONS)
-        server.add_generic_rpc_handlers((self._handlers(),))
-        address = join_host_port(bind.removeprefix("[").removesuffix("]"), port)
+        host = bind.removeprefix("[").removesuffix("]")
+        server = GrpcServer(
+            {CHECK_PATH: self._check, WATCH_PATH: self._watch, LIST_PATH: self._list},
+            max_request_bytes=MAX_REQUEST_BYTES,
+            limits=self.limits,
+        )
         try:
-            bound = int(server.add_insecure_port(address))
-        except RuntimeError as exc:  # grpc's way of saying the bind failed
-            raise OSError(f"gRPC health server cannot listen on {address}: {exc}") from exc
-        await server.start()
+            bound = await server.start(host, port)
+        except OSError as exc:
+            address = join_host_port(host, port)
+            raise OSError(f"gRPC health server cannot listen on {address}: {exc.strerror or exc}") from exc
         self._stopping = False
-        self._stopped = asyncio.Event()
         self._server = server
+        self._follower = asyncio.create_task(self._follow_changes(), name="grpc-health-watch")
         return bound
 
     async def stop(self, grace: float = 0.5) -> None:
@@ -92,9 +104,19 @@ class GrpcHealthServer:
         if self._server is None:
             return
         server, self._server = self._server, None
+        follower, self._follower = self._follower, None
+        if follower is not None:
+            follower.cancel()
         self._stopping = True
-        self._stopped.set()
+        self._push_changes()  # NOT_SERVING to every known service
+        watches, self._watches = self._watches, {}
+        for calls in watches.values():
+            for call in calls:
+                call.finish()
         await server.stop(grace)
+        if follower is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
 
     # -- statuses ---------------------------------------------------------------------
 
@@ -107,80 +129,80 @@ class GrpcHealthServer:
             if container is None:
                 return None
             if not container.spec.observed and not self._stopping:
-                return _SERVICE_UNKNOWN
+                return SERVICE_UNKNOWN
             ready = container.ready
-        return _SERVING if ready and not self._stopping else _NOT_SERVING
+        return SERVING if ready and not self._stopping else NOT_SERVING
 
-    # -- handlers ---------------------------------------------------------------------
+    # -- handlers: each runs inline, when its request arrived ---------------------------
 
-    def _handlers(self) -> Any:
-        request = health_pb2.HealthCheckRequest.FromString
-        return grpc.method_handlers_generic_handler(
-            _SERVICE,
-            {
-                "Check": grpc.unary_unary_rpc_method_handler(
-                    self._check,
-                    request_deserializer=request,
-                    response_serializer=health_pb2.HealthCheckResponse.SerializeToString,
-                ),
-                "Watch": grpc.unary_stream_rpc_method_handler(
-                    self._watch,
-                    request_deserializer=request,
-                    response_serializer=health_pb2.HealthCheckResponse.SerializeToString,
-                ),
-                "List": grpc.unary_unary_rpc_method_handler(
-                    self._list,
-                    request_deserializer=health_pb2.HealthListRequest.FromString,
-                    response_serializer=health_pb2.HealthListResponse.SerializeToString,
-                ),
-            },
-        )
-
-    async def _check(self, request: Any, context: Any) -> Any:
-        status = self.status_of(request.service)
+    def _check(self, call: Call) -> None:
+        service = _service_of(call)
+        if service is None:
+            return
+        status = self.status_of(service)
         if status is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, "unknown service")
-        return health_pb2.HealthCheckResponse(status=status)
+            call.fail(NOT_FOUND, "unknown service")
+        else:
+            call.reply(_RESPONSES[status])
 
-    async def _list(self, request: Any, context: Any) -> Any:
-        names = ["", *self.state.containers]
-        return health_pb2.HealthListResponse(
-            statuses={
-                name: health_pb2.HealthCheckResponse(status=self.status_of(name)) for name in names
-            }
-        )
-
-    async def _watch(self, request: Any, context: Any) -> AsyncIterator[Any]:
-        """The current status first, then each change once; ends when the server stops.
-
-        A client cancelling raises CancelledError at the await, and nothing outlives the call.
-        """
-        service: str = request.service
-        self._open_watches += 1
+    def _list(self, call: Call) -> None:
         try:
-            last: int | None = None
-            while True:
-                # Taken before reading the status: a change while we write sets it, and
-                # the loop reads again at once, so no change is ever lost.
-                changed = self.state.changed
-                status = self.status_of(service)
-                if status is None:
-                    status = _SERVICE_UNKNOWN
-                if status != last:
-                    last = status
-                    yield health_pb2.HealthCheckResponse(status=status)
-                if self._stopping:
-                    return
-                await _first_of(changed, self._stopped)
-        finally:
-            self._open_watches -= 1
+            check_message(call.request or b"")
+        except WireError:
+            call.fail(INTERNAL, "malformed HealthListRequest")
+            return
+        names = ["", *self.state.containers]
+        call.reply(encode_list_response((name, self._status_or_unknown(name)) for name in names))
+
+    def _watch(self, call: Call) -> None:
+        """The current status now, then each change once (`_push_changes`); ends when the server stops.
+
+        A client cancelling (or leaving) calls `on_gone`, and nothing outlives the call.
+        """
+        service = _service_of(call)
+        if service is None:
+            return
+        status = self._status_or_unknown(service)
+        self._watches.setdefault(service, {})[call] = status
+        call.on_gone = partial(self._forget_watch, service, call)
+        call.send(_RESPONSES[status])
+
+    def _forget_watch(self, service: str, call: Call) -> None:
+        calls = self._watches.get(service)
+        if calls is not None:
+            calls.pop(call, None)
+            if not calls:
+                del self._watches[service]
+
+    # -- Watch streams ------------------------------------------------------------------
+
+    def _status_or_unknown(self, service: str) -> int:
+        status = self.status_of(service)
+        return SERVICE_UNKNOWN if status is None else status
+
+    async def _follow_changes(self) -> None:
+        while True:
+            # Taken before reading the statuses: a change while we write sets it, and the
+            # loop reads again at once, so no change is ever lost.
+            changed = self.state.changed
+            self._push_changes()
+            await changed.wait()
+
+    def _push_changes(self) -> None:
+        """Send each open Watch stream its service's status, if it is not the one it was last sent."""
+        for service, calls in self._watches.items():
+            status = self._status_or_unknown(service)
+            message = _RESPONSES[status]
+            for call, last in list(calls.items()):
+                if last != status:
+                    calls[call] = status
+                    call.send(message)
 
 
-async def _first_of(*events: asyncio.Event) -> None:
-    """Return once any of `events` is set."""
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+def _service_of(call: Call) -> str | None:
+    """HealthCheckRequest.service, or None once the call failed for a malformed request."""
     try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
+        return decode_request(call.request or b"")
+    except WireError:
+        call.fail(INTERNAL, "malformed HealthCheckRequest")
+        return None
