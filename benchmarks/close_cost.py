@@ -2,10 +2,11 @@
 
     python -m benchmarks.close_cost --baseline-rev 5ad1e2f --seconds 60
 
-1. The sidecar, as released at two revisions (one closing with RST, one with FIN), each
-   probing an HTTP target for `--seconds` with the defaults: a target answering 503 (never
-   ready: the aggressive phase, 5 ms widening to 100 ms) and one answering 200 (steady
-   state, 1 s). It prints the TIME_WAIT sockets towards the target every 10 s, the
+1. The sidecar at two revisions, one closing with RST (the baseline, installed by
+   benchmarks/baseline.py) and one with FIN (this checkout; the driver is always this
+   checkout's), each probing an HTTP target for `--seconds` with the defaults: a target
+   answering 503 (never ready: the aggressive phase, 5 ms widening to 100 ms) and one
+   answering 200 (steady state, 1 s). It prints the TIME_WAIT sockets towards the target every 10 s, the
    attempts made, the ephemeral ports the run leaves free, and how the target saw each
    connection end: FIN (EOF) or RST (ECONNRESET).
 2. The kernel's side, in a network namespace of our own with only 1000 ephemeral ports:
@@ -17,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import subprocess
@@ -25,22 +27,21 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.sidecar_process import REPO
+from benchmarks.baseline import BaselineError, install_revision
+from benchmarks.sidecar_process import THIS_CHECKOUT, SidecarInstall, SidecarProcess
 
 # Linux's TIME_WAIT lasts 60 s (TCP_TIMEWAIT_LEN); a run this long shows its plateau.
 DEFAULT_SECONDS = 60
 SAMPLE_EVERY = 10.0
 NETNS = "rs-close-cost"
 
-# One side's sidecar against one target, run with that side's code on PYTHONPATH.
-_SIDE = r"""
-import asyncio, json, subprocess, sys, time
-from tests.sidecar_process import SidecarProcess
+class _Target:
+    """An HTTP target answering `status`, counting how each probe connection ended: FIN or RST."""
 
-class Target:
-    def __init__(self, status):
+    def __init__(self, status: int) -> None:
         self.status, self.fin, self.rst = status, 0, 0
-    async def handle(self, reader, writer):
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await reader.readuntil(b"\r\n\r\n")
             writer.write(b"HTTP/1.1 %d X\r\nContent-Length: 0\r\n\r\n" % self.status)
@@ -54,22 +55,27 @@ class Target:
         finally:
             writer.close()
 
-def time_wait(port):
+
+def _time_wait(port: int) -> int:
     out = subprocess.run(["ss", "-Htan", "state", "time-wait", f"dst 127.0.0.1:{port}"],
-                         capture_output=True, text=True).stdout
+                         capture_output=True, text=True, check=False).stdout
     return len(out.splitlines())
 
-async def main(status, seconds, every):
-    target = Target(status)
+
+async def _run_side(install: SidecarInstall, status: int, seconds: float) -> dict[str, object]:
+    """One side's sidecar (its own install) against one target, for `seconds`."""
+    target = _Target(status)
     server = await asyncio.start_server(target.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    car = await SidecarProcess.start("--probe", f"app=http://127.0.0.1:{port}/", "--health-port", "0",
-                                     "--grpc-port", "off", "--metrics-port", "off", "--drain-seconds", "0")
+    car = await SidecarProcess.start(
+        "--probe", f"app=http://127.0.0.1:{port}/", "--health-port", "0", "--grpc-port", "off",
+        "--metrics-port", "off", "--drain-seconds", "0", python=install.python, environ=install.environ,
+    )
     samples, started = [], time.monotonic()
     try:
         while (elapsed := time.monotonic() - started) < seconds:
-            await asyncio.sleep(min(every, seconds - elapsed))
-            samples.append(time_wait(port))
+            await asyncio.sleep(min(SAMPLE_EVERY, seconds - elapsed))
+            samples.append(_time_wait(port))
         reader, writer = await asyncio.open_connection("127.0.0.1", car.health_port)
         writer.write(b"GET /status HTTP/1.0\r\n\r\n")
         status_doc = json.loads((await reader.read()).split(b"\r\n\r\n", 1)[1])
@@ -78,11 +84,9 @@ async def main(status, seconds, every):
         await car.stop()
         server.close()
     (app,) = status_doc["containers"]
-    print(json.dumps({"time_wait": samples, "attempts": app["attempts"], "fin": target.fin, "rst": target.rst,
-                      "last": app["message"]}))
+    return {"time_wait": samples, "attempts": app["attempts"], "fin": target.fin, "rst": target.rst,
+            "last": app["message"]}
 
-asyncio.run(main(int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])))
-"""
 
 # connect+close at `rate` per second for `seconds` to a listener, in whatever netns this runs in.
 _CHURN = r"""
@@ -111,15 +115,6 @@ while time.monotonic() < end:
     time.sleep(max(0.0, next_at - time.monotonic()))
 print(json.dumps({"connected": ok, "no_free_port": no_port, "other_errors": other}))
 """
-
-
-def _run_side(tree: Path, status: int, seconds: float) -> dict[str, object]:
-    done = subprocess.run(
-        [sys.executable, "-c", _SIDE, str(status), str(seconds), str(SAMPLE_EVERY)],
-        cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True, check=True,
-    )
-    result: dict[str, object] = json.loads(done.stdout.splitlines()[-1])
-    return result
 
 
 def _free_ports() -> int:
@@ -152,20 +147,20 @@ def main(argv: list[str] | None = None) -> int:
           f" {' - '.join(Path('/proc/sys/net/ipv4/ip_local_port_range').read_text().split())}, free now"
           f" {_free_ports()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="close-cost-") as scratch:
-        baseline = Path(scratch) / "tree"
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(baseline), args.baseline_rev],
-                       check=True, capture_output=True)
         try:
-            for status, phase in ((503, "never ready (aggressive phase)"), (200, "ready (steady period)")):
-                for side, tree in ((f"{args.baseline_rev} (RST)", baseline), ("this checkout (FIN)", REPO)):
-                    started = time.monotonic()
-                    result = _run_side(tree, status, args.seconds)
-                    print(f"{phase:32} {side:22} TIME_WAIT every {SAMPLE_EVERY:g}s {result['time_wait']},"
-                          f" attempts {result['attempts']}, target saw FIN {result['fin']} / RST {result['rst']},"
-                          f" free ports after {_free_ports()}, last {result['last']!r}"
-                          f" ({time.monotonic() - started:.0f}s)", flush=True)
-        finally:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(baseline)], check=False)
+            baseline = install_revision(args.baseline_rev, Path(scratch))
+        except BaselineError as exc:
+            print(f"close_cost: {exc}", file=sys.stderr)
+            return 2
+        for status, phase in ((503, "never ready (aggressive phase)"), (200, "ready (steady period)")):
+            for side, install in ((f"{args.baseline_rev} (RST)", baseline.install),
+                                  ("this checkout (FIN)", THIS_CHECKOUT)):
+                started = time.monotonic()
+                result = asyncio.run(_run_side(install, status, args.seconds))
+                print(f"{phase:32} {side:22} TIME_WAIT every {SAMPLE_EVERY:g}s {result['time_wait']},"
+                      f" attempts {result['attempts']}, target saw FIN {result['fin']} / RST {result['rst']},"
+                      f" free ports after {_free_ports()}, last {result['last']!r}"
+                      f" ({time.monotonic() - started:.0f}s)", flush=True)
     if os.geteuid() == 0:
         for reuse in (0, 2):
             print(f"netns, 1000 ephemeral ports, connect+close (FIN) at 200/s for 10 s, tcp_tw_reuse={reuse}:"

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     before_label = None if baseline is None else baseline.install.label
     compared = "" if baseline is None else (
         f"\nbaseline {baseline.commit[:12]} ({baseline.rev}), installed in {baseline.install_seconds:.1f}s; "
-        f"each of its figures alternated with this checkout's, {suite.rounds} rounds each")
+        f"each of its figures alternated with this checkout's, {suite.rounds} round(s) each")
     header = (f"{describe_machine(facts)}\n"
               f"calibration: sum(range(1000)) {calibration.get('python_sum_range_1000_us')} us, "
               f"tcp probe attempt {calibration.get('tcp_attempt_ms')} ms (~0.1 ms expected on a faster machine)\n"

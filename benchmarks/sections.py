@@ -20,7 +20,7 @@ import functools
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -99,9 +99,9 @@ class Profile:
 # CPU windows can be short: a meter reads them to the nanosecond (proc_usage.CpuMeter).
 FULL = Profile(
     name="full", detection_trials=200, asyncio_trials=80, queue_proxy_trials=60, kubelet_trials=100,
-    sweep_trials=40, sweep_cpu_seconds=1.0, cpu_seconds=3.0, unready_per_mode=8, unready_seconds=9.0,
+    sweep_trials=30, sweep_cpu_seconds=1.0, cpu_seconds=3.0, unready_per_mode=8, unready_seconds=9.0,
     wrk_seconds=10.0, idle_jitter_seconds=2.0, fanout_sizes=(1, 10, 100, 1000), steady_seconds=5.0,
-    floor_trials=200, start_trials=6, start_phase_seconds=2.0, check_runs=15, ab_rounds=2,
+    floor_trials=200, start_trials=4, start_phase_seconds=2.0, check_runs=15, ab_rounds=2,
 )
 # One round with a baseline (baseline, then this): a smoke run of the comparison, not a measurement.
 QUICK = Profile(
@@ -190,8 +190,8 @@ class Suite:
             before = per_install[self.baseline.label]
             now, then = headline(this), headline(before)
             ratios = {name: ratio(value, then[name]) for name, value in now.items()}
-            row = Row(*(row.section, row.figure, row.measured, row.baseline, row.ratio, row.goal, row.verdict),
-                      before=show(before), change=", ".join(f"{change(r)} {name}" for name, r in ratios.items()))
+            row = replace(row, before=show(before),
+                          change=", ".join(f"{change(r)} {name}" for name, r in ratios.items()))
             self.before_after.append({"section": section, "figure": figure.strip(), "this": now,
                                       "baseline": then, "this_over_baseline": ratios})
         self.rows.append(row)
@@ -554,7 +554,7 @@ class Suite:
     async def _fanout_runs(self, n: int) -> dict[str, FanoutRun]:
         if n not in self._fanout:
             started = time.monotonic()
-            steady = self.profile.steady_seconds if n == 100 else 0.0
+            steady = self.profile.steady_seconds / self.rounds if n == 100 else 0.0
             runs = await self._alternate(functools.partial(fanout, n, self.workdir, steady_seconds=steady))
             self._fanout[n] = {label: FanoutRun.mean(r) for label, r in runs.items()}
             self.progress(f"fan-out {n} in {time.monotonic() - started:.1f}s")
