@@ -208,9 +208,12 @@ class Suite:
         """Start each install's sidecar once with one probe of each type, so every later start runs
         from bytecode (sidecar_process.with_bytecode_cache) and none pays the first compile."""
         port = free_port_outside_ephemeral(set())
-        handlers: list[dict[str, Any]] = [{"tcpSocket": {"host": "127.0.0.1", "port": port}},
-                    {"httpGet": {"host": "127.0.0.1", "port": port, "path": "/"}},
-                    {"grpc": {"port": port}}, {"exec": {"command": ["true"]}}]
+        handlers: list[dict[str, Any]] = [
+            {"tcpSocket": {"host": "127.0.0.1", "port": port}},
+            {"httpGet": {"host": "127.0.0.1", "port": port, "path": "/"}},
+            {"grpc": {"port": port}},
+            {"exec": {"command": ["true"]}},
+        ]
         for install in self.installs:
             sidecar = await start_sidecar([container(f"c{i}", h) for i, h in enumerate(handlers)], self.workdir,
                                           install=install)
