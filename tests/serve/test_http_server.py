@@ -8,6 +8,7 @@ never reading, never finishing a head), and a bounded shutdown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -18,6 +19,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sidecar.serve.http_server import GetOnlyServer, Request, Timeouts
 from sidecar.serve.http_wire import MAX_HEAD, Answer, json_answer, text_answer
@@ -372,3 +375,54 @@ def test_the_health_and_metrics_ports_import_no_aiohttp(sidecar_env: dict[str, s
                    "when logs.py drops it")
 def test_run_imports_no_aiohttp(sidecar_env: dict[str, str]) -> None:
     assert _aiohttp_imported_by("sidecar.cli.run, sidecar.app, sidecar.serve.health_grpc", sidecar_env) == []
+
+
+# -- fuzz: whatever arrives, in whatever pieces ---------------------------------------------------
+
+_FRAGMENTS = [
+    get("/now"), get("/now", method="HEAD"), get("/item/x"), get("/hold"), get("/now", "Connection: close"),
+    get("/now", "Content-Length: 3") + b"abc", b"GET /now HTTP/1.0\r\n\r\n", b"\r\n", b"GET /", b"Host: x\r\n",
+    b"\x00\xff", b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", b"POST / HTTP/1.1\r\n",
+    b" HTTP/1.1\r\n", b"\n\n", b"Content-Length: 99999\r\n",
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(st.sampled_from(_FRAGMENTS), st.binary(max_size=40)), max_size=8), st.data())
+async def test_any_bytes_in_any_pieces_get_well_formed_answers_and_no_log_line(
+    app: tuple[App, int], caplog: pytest.LogCaptureFixture, fragments: list[bytes], data: st.DataObject
+) -> None:
+    test_app, port = app
+    caplog.set_level(logging.DEBUG)
+    payload = b"".join(fragments)
+    cuts = sorted(data.draw(st.sets(st.integers(0, len(payload)), max_size=6)))
+    reader, writer = await connect(port)
+    for start, end in zip([0, *cuts], [*cuts, len(payload)], strict=True):
+        writer.write(payload[start:end])
+        await asyncio.sleep(0)
+    with contextlib.suppress(OSError):  # the server may have closed already (Connection: close, a refusal)
+        writer.write_eof()
+
+    async def release_held() -> None:  # a held /hold is answered whenever it is held
+        while True:
+            test_app.server.held.release("k", lambda: text_answer(200, "released"))
+            await asyncio.sleep(0.01)
+
+    releaser = asyncio.create_task(release_held())
+    received = b""
+    try:
+        with contextlib.suppress(ConnectionResetError):
+            async with asyncio.timeout(3):
+                while chunk := await reader.read(65536):
+                    received += chunk
+    finally:
+        releaser.cancel()
+    writer.close()
+    statuses = [int(line.split()[1]) for line in received.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+    assert received == b"" or received.startswith(b"HTTP/1.1 "), received[:80]
+    assert all(status in (100, 200, 400, 404, 405, 413, 414, 431, 503, 505) for status in statuses), statuses
+    await until(lambda: not test_app.server.connections, timeout=3.0)
+    assert not len(test_app.server.held)
+    # The server's own log, and asyncio's errors (an exception in a protocol callback); this test's
+    # client may warn of writes after the server closed.
+    assert [r for r in caplog.records if r.name != "asyncio" or r.levelno >= logging.ERROR] == []
