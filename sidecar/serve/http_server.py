@@ -379,10 +379,15 @@ class _Connection(asyncio.Protocol):
     def eof_received(self) -> bool:
         if self._lingering:
             return False  # the transport closes
+        if self._current is not None:
+            # A client that stops sending while its request is in flight has gone (as aiohttp and
+            # Go's net/http take it). Held open, a long-poll would keep our socket for its whole
+            # wait while the client keeps none: fds for free, at any rate.
+            return False
         self._peer_done = True
         if self._h11 is not None:
             self._h11.receive_data(b"")
-        if self._current is None and not self._write_paused:
+        if not self._write_paused:
             self._read_requests()
         return True  # we close, once what was asked is answered
 
