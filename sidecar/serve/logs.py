@@ -15,8 +15,6 @@ import sys
 import time
 from dataclasses import dataclass
 
-from aiohttp.http_exceptions import HttpProcessingError
-
 from probes.result import ProbeResult
 from sidecar.contract import LOGGER_NAME
 from sidecar.durations import format_duration
@@ -39,17 +37,7 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(doc, separators=(",", ":"))
 
 
-def _not_a_client_protocol_error(record: logging.LogRecord) -> bool:
-    """aiohttp logs every malformed or oversized request at ERROR, with a traceback quoting
-    100 bytes of it. The client got its 400 already; logging it would let any client fill
-    (and, with --log-format json, break) the log at the rate it sends garbage."""
-    error = record.exc_info[1] if record.exc_info else None
-    return not isinstance(error, HttpProcessingError)
-
-
 def setup_logging(log_format: str = "text", level: int = logging.INFO) -> logging.Logger:
-    # Added once per process however often this runs: the same function is one filter.
-    logging.getLogger("aiohttp.server").addFilter(_not_a_client_protocol_error)
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(_JsonFormatter())

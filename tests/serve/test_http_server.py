@@ -380,9 +380,6 @@ def test_the_health_and_metrics_ports_import_no_aiohttp(sidecar_env: dict[str, s
     assert _aiohttp_imported_by("sidecar.serve.health_http, sidecar.serve.metrics", sidecar_env) == []
 
 
-@pytest.mark.xfail(strict=True, reason="sidecar/serve/logs.py still imports aiohttp.http_exceptions for the log "
-                   "filter the webhook needs, which sidecar/http_site.py now installs itself; remove this mark "
-                   "when logs.py drops it")
 def test_run_imports_no_aiohttp(sidecar_env: dict[str, str]) -> None:
     assert _aiohttp_imported_by("sidecar.cli.run, sidecar.app, sidecar.serve.health_grpc", sidecar_env) == []
 
