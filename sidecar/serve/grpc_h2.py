@@ -591,6 +591,11 @@ class _Connection(asyncio.Protocol):
         if send_goaway:
             self._h2.close_connection()
         self._write()
+        # h2 sends nothing more on this connection: every call still open is over.
+        streams, self._streams = self._streams, {}
+        self._blocked.clear()
+        for call in streams.values():
+            call._gone()
         try:
             self._transport.write_eof()
         except OSError:  # the client is already gone

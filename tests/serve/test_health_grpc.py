@@ -1,9 +1,14 @@
-"""The gRPC health port, against a real grpc.aio server and client on 127.0.0.1."""
+"""The gRPC health port (asyncio and h2, no grpcio) against grpcio's real client on 127.0.0.1 and ::1.
+
+Its HTTP/2 (limits, hostile clients, GOAWAY) is tests/serve/test_grpc_h2.py's.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -11,8 +16,10 @@ from typing import Any
 
 import grpc
 import pytest
+import uvloop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from probes import grpc_wire
 from probes.result import Outcome, ProbeResult
 from probes.spec import GrpcSpec, TcpSocketSpec
 from sidecar.model import ContainerSpec, ProbeTiming
@@ -261,3 +268,85 @@ async def test_kubelet_grpc_probe_sees_aggregate_and_container(served: Served) -
     served.state.set_draining(True)
     assert (await aggregate.attempt(timeout=1.0)).outcome is Outcome.FAILURE
     assert (await app.attempt(timeout=1.0)).outcome is Outcome.SUCCESS
+
+
+async def test_second_server_fails_even_with_reuse_port_on_the_first() -> None:
+    """grpcio set SO_REUSEPORT unless told not to; we never set it, so the bind must fail."""
+    state = make_state()
+    first = GrpcHealthServer(state)
+    port = await first.start("127.0.0.1", 0)
+    try:
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
+            await GrpcHealthServer(state).start("127.0.0.1", port)
+        with pytest.raises(OSError, match="cannot listen"):
+            await GrpcHealthServer(state).start("0.0.0.0", port)
+    finally:
+        await first.stop()
+
+
+@pytest.mark.parametrize("bind", ["::1", "[::1]"])
+async def test_serves_on_ipv6_loopback(bind: str) -> None:
+    state = make_state()
+    server = GrpcHealthServer(state)
+    port = await server.start(bind, 0)
+    try:
+        succeed(state, "app")
+        async with grpc.aio.insecure_channel(f"[::1]:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            assert (await stub.Check(health_pb2.HealthCheckRequest(service="app"), timeout=2)).status == SERVING
+        with pytest.raises(OSError):  # the given address only: not 127.0.0.1
+            await asyncio.open_connection("127.0.0.1", port)
+    finally:
+        await server.stop()
+
+
+def test_the_grpc_port_imports_neither_grpc_nor_protobuf() -> None:
+    code = (
+        "import asyncio, sys\n"
+        "from sidecar.runtime.state import AggregateState\n"
+        "from sidecar.serve.health_grpc import GrpcHealthServer\n"
+        "async def main():\n"
+        "    server = GrpcHealthServer(AggregateState([]))\n"
+        "    await server.start('127.0.0.1', 0)\n"
+        "    await server.stop()\n"
+        "asyncio.run(main())\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('grpc', 'grpc_health', 'google')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_list_response_bytes_are_grpcios() -> None:
+    statuses = [("", SERVING), ("app", NOT_SERVING), ("legacy", SERVICE_UNKNOWN), ("x" * 200, 0)]
+    parsed = health_pb2.HealthListResponse.FromString(grpc_wire.encode_list_response(statuses))
+    assert {k: v.status for k, v in parsed.statuses.items()} == dict(statuses)
+    # Byte for byte, entry by entry (grpcio orders a map's entries its own way).
+    for name, status in statuses:
+        one = health_pb2.HealthListResponse()
+        one.statuses[name].status = status  # type: ignore[assignment]
+        assert grpc_wire.encode_list_response([(name, status)]) == one.SerializeToString()
+
+
+def test_everything_works_on_uvloop() -> None:
+    """The sidecar's default loop: Check, Watch, List, a change pushed, and stop ending the stream with OK."""
+
+    async def scenario() -> list[object]:
+        state = make_state()
+        server = GrpcHealthServer(state)
+        port = await server.start("127.0.0.1", 0)
+        seen: list[object] = []
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            seen.append((await stub.Check(health_pb2.HealthCheckRequest(service="legacy"), timeout=2)).status)
+            watch = stub.Watch(health_pb2.HealthCheckRequest(service="app"))
+            seen.append(await next_status(watch))
+            succeed(state, "app")
+            seen.append(await next_status(watch))
+            listed = await stub.List(health_pb2.HealthListRequest(), timeout=2)
+            seen.append(len(listed.statuses))
+            await server.stop(grace=3.0)
+            seen.append(await next_status(watch))
+            seen.append(await watch.code())
+        return seen
+
+    assert uvloop.run(scenario()) == [SERVICE_UNKNOWN, NOT_SERVING, SERVING, 4, NOT_SERVING, grpc.StatusCode.OK]
