@@ -99,11 +99,11 @@ class Call:
     __slots__ = (
         "_body",
         "_connection",
+        "_encoding_named",
         "_handler",
         "_opened_at",
         "_pending",
         "_trailers",
-        "compressed_allowed",
         "ended",
         "headers_sent",
         "on_gone",
@@ -117,13 +117,13 @@ class Call:
         self.ended = False
         self.headers_sent = False
         self.on_gone: Callable[[], None] | None = None
-        self.compressed_allowed = False  # the client named an encoding: UNIMPLEMENTED, not INTERNAL
         self._connection = connection
         self._handler: Handler | None = handler
         self._opened_at = opened_at
         self._body = bytearray()  # the request as it arrives
         self._pending = bytearray()  # framed messages that flow control holds back
         self._trailers: list[tuple[bytes, bytes]] | None = None  # sent once _pending is
+        self._encoding_named = False  # a compressed message is then UNIMPLEMENTED, not INTERNAL
 
     def send(self, message: bytes) -> None:
         if not self.ended:
@@ -251,6 +251,7 @@ class _Connection(asyncio.Protocol):
         self._handshaken = False  # the client sent its preface and acknowledged our SETTINGS
         self._shutting_down = False  # the server stops: no new streams, GOAWAY once none is open
         self._write_paused = False
+        self._reading = False  # in data_received: what handlers send is written once, at its end
         self._timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
@@ -296,6 +297,7 @@ class _Connection(asyncio.Protocol):
         except Exception:  # bytes that break h2 some other way: still only that client's problem
             self.abort()
             return
+        self._reading = True
         try:
             for event in events:
                 self._handle(event)
@@ -304,6 +306,8 @@ class _Connection(asyncio.Protocol):
             self._server.logger.exception("gRPC health server: error handling a request; connection closed")
             self.abort()
             return
+        finally:
+            self._reading = False
         self._write()
 
     def eof_received(self) -> bool:
@@ -367,7 +371,7 @@ class _Connection(asyncio.Protocol):
             self._refuse(stream_id, UNIMPLEMENTED, "unknown method")
             return
         call = Call(self, stream_id, handler, self._loop.time())
-        call.compressed_allowed = encoding not in _IDENTITY
+        call._encoding_named = encoding not in _IDENTITY
         self._streams[stream_id] = call
         self._new_calls.append(call)
 
@@ -388,7 +392,7 @@ class _Connection(asyncio.Protocol):
             call.fail(RESOURCE_EXHAUSTED, self._server.oversized_text)
             return
         if body[0] != 0:
-            if call.compressed_allowed:
+            if call._encoding_named:
                 call.ended, call.on_gone = True, None
                 self.finish(call, UNIMPLEMENTED, "compressed messages are not supported", (_ACCEPT_ENCODING,))
             else:
@@ -507,6 +511,10 @@ class _Connection(asyncio.Protocol):
             self._arm(self._idle_since + self._server.limits.idle)
 
     def _write(self) -> None:
+        if not self._reading:  # else data_received writes it all at once, at its end
+            self._write_now()
+
+    def _write_now(self) -> None:
         data = self._h2.data_to_send()
         if data and self._transport is not None:
             self._transport.write(data)
@@ -590,7 +598,7 @@ class _Connection(asyncio.Protocol):
         self._closing_at = self._loop.time() + self._server.limits.linger
         if send_goaway:
             self._h2.close_connection()
-        self._write()
+        self._write_now()  # before the FIN, even in data_received
         # h2 sends nothing more on this connection: every call still open is over.
         streams, self._streams = self._streams, {}
         self._blocked.clear()
