@@ -53,6 +53,7 @@ from sidecar.contract import LOGGER_NAME
 
 # HTTP/2's recommended minimum (RFC 9113, 6.5.2): room for many Watch streams on one
 # connection, while a client cannot make one connection hold unbounded stream state.
+# It is also h2's own default, which h2 enforces from the first frame.
 MAX_CONCURRENT_STREAMS = 100
 # gRPC's default limit on a request's metadata.
 MAX_HEADER_LIST_BYTES = 8192
@@ -220,6 +221,9 @@ class GrpcServer:
 
 class _H2Connection(h2.connection.H2Connection):
     MAX_CLOSED_STREAMS = MAX_CLOSED_STREAMS
+    # The SETTINGS we send, and the decoder's limit from the first byte, not only once the
+    # client acknowledged the setting.
+    DEFAULT_MAX_HEADER_LIST_SIZE = MAX_HEADER_LIST_BYTES
 
 
 def _h2_config() -> h2.config.H2Configuration:
@@ -262,17 +266,17 @@ class _Connection(asyncio.Protocol):
         if self._server.stopping:
             self.abort()
             return
-        self._h2.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_BYTES,
-            },
-        )
-        # Enforced from the first byte, not only once the client acknowledged the setting.
-        self._h2.decoder.max_header_list_size = MAX_HEADER_LIST_BYTES
+        if self._h2.local_settings.max_concurrent_streams != MAX_CONCURRENT_STREAMS:  # another h2's default
+            self._h2.local_settings = h2.settings.Settings(
+                client=False,
+                initial_values={
+                    h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+                    h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_BYTES,
+                },
+            )
+        # Our SETTINGS go out with the answer to the client's preface, in one write: a
+        # client sends its preface without waiting for ours (RFC 9113, 3.4).
         self._h2.initiate_connection()
-        self._write()
         self._arm(self._opened_at + self._server.limits.handshake)
 
     def connection_lost(self, exc: Exception | None) -> None:
