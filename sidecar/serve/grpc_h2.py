@@ -426,11 +426,15 @@ class _Connection(asyncio.Protocol):
     def send_message(self, call: Call, data: bytes) -> None:
         if self._transport is None or call.stream_id not in self._streams or not self._is_open(call.stream_id):
             return
-        if not call.headers_sent:
-            call.headers_sent = True
-            self._h2.send_headers(call.stream_id, _RESPONSE_HEADERS)
-        call._pending += data
-        self._flush(call)
+        try:
+            if not call.headers_sent:
+                call.headers_sent = True
+                self._h2.send_headers(call.stream_id, _RESPONSE_HEADERS)
+            call._pending += data
+            self._flush(call)
+        except h2.exceptions.H2Error:
+            self._broken()
+            return
         self._write()
 
     def finish(self, call: Call, code: int, text: str, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
@@ -443,13 +447,22 @@ class _Connection(asyncio.Protocol):
         if text:
             trailers.append((b"grpc-message", encode_message(text).encode()))
         call._handler = None
-        if call.headers_sent:
-            call._trailers = trailers
-            self._flush(call)
-        else:  # trailers-only: one HEADERS frame, the status in it
-            self._h2.send_headers(call.stream_id, [*_HEADERS, *trailers], end_stream=True)
-            self._sent_last(call)
+        try:
+            if call.headers_sent:
+                call._trailers = trailers
+                self._flush(call)
+            else:  # trailers-only: one HEADERS frame, the status in it
+                self._h2.send_headers(call.stream_id, [*_HEADERS, *trailers], end_stream=True)
+                self._sent_last(call)
+        except h2.exceptions.H2Error:
+            self._broken()
+            return
         self._write()
+
+    def _broken(self) -> None:
+        """h2 refused what we sent: a bug of ours, not the client's. That connection alone is closed."""
+        self._server.logger.exception("gRPC health server: cannot answer a call; connection closed")
+        self.abort()
 
     def _refuse(self, stream_id: int, code: int, text: str, http_status: bytes = b"200") -> None:
         """Answer a stream we do not serve with a trailers-only response."""
