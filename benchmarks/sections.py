@@ -101,7 +101,7 @@ FULL = Profile(
     name="full", detection_trials=200, asyncio_trials=80, queue_proxy_trials=60, kubelet_trials=100,
     sweep_trials=30, sweep_cpu_seconds=1.0, cpu_seconds=3.0, unready_per_mode=8, unready_seconds=9.0,
     wrk_seconds=10.0, idle_jitter_seconds=2.0, fanout_sizes=(1, 10, 100, 1000), steady_seconds=5.0,
-    floor_trials=200, start_trials=4, start_phase_seconds=2.0, check_runs=15, ab_rounds=2,
+    floor_trials=200, start_trials=4, start_phase_seconds=2.0, check_runs=20, ab_rounds=2,
 )
 # One round with a baseline (baseline, then this): a smoke run of the comparison, not a measurement.
 QUICK = Profile(
