@@ -13,13 +13,14 @@ Sequential probing would need N x 50 ms for one round.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.proc_usage import CpuMeter, rss_mib
 from benchmarks.ready_client import LongPoll
-from benchmarks.sidecar_process import THIS_CHECKOUT, SidecarInstall, container, start_sidecar
+from benchmarks.sidecar_process import REPO, THIS_CHECKOUT, SidecarInstall, container, start_sidecar
 from benchmarks.targets import HttpTargets
 
 PROBE_SECONDS = 0.050
@@ -59,6 +60,39 @@ class FanoutRun:
             sum(r.all_ready_seconds for r in runs) / n, mean([r.steady_cpu_percent for r in runs]),
             mean([r.steady_rss_mib for r in runs]),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutFloor:
+    """One round of N GETs started at once by a bare client (benchmarks/fanout_client.py),
+    on the same target: what the target and the machine allow, with no sidecar."""
+
+    containers: int
+    round_seconds: float
+    start_spread_seconds: float
+
+
+async def fanout_floor(n: int) -> FanoutFloor:
+    targets = await HttpTargets.start(delay=PROBE_SECONDS)
+    try:
+        for i in range(n):
+            await targets.add(f"c{i}", ready=False)
+        client = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "benchmarks.fanout_client", str(targets.port), str(n), cwd=REPO
+        )
+        try:
+            async with asyncio.timeout(ROUND_TIMEOUT):
+                await targets.all_first_requests.wait()
+                await client.wait()
+        finally:
+            if client.returncode is None:
+                client.kill()
+                await client.wait()
+        arrivals = [arrived for arrived, _ in targets.first_request.values()]
+        answers = [answered for _, answered in targets.first_request.values()]
+    finally:
+        await targets.close()
+    return FanoutFloor(n, max(answers) - min(arrivals), max(arrivals) - min(arrivals))
 
 
 async def fanout(

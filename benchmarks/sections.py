@@ -28,7 +28,7 @@ from benchmarks.aggressive_cost import AggressiveCost, aggressive_cost
 from benchmarks.check_startup import PYTHON_ALONE, check_startup
 from benchmarks.detection import DEFAULTS, DEFAULTS_ASYNCIO, QUEUE_PROXY, DetectionRun, Variant, sidecar_detection
 from benchmarks.endpoint_load import HALVES, LoadRun, endpoint_load
-from benchmarks.fanout import PROBE_SECONDS, FanoutRun, fanout
+from benchmarks.fanout import PROBE_SECONDS, FanoutFloor, FanoutRun, fanout, fanout_floor
 from benchmarks.floor import FloorCost, floor_cost, floor_detection
 from benchmarks.kubelet_baseline import kubelet_baseline
 from benchmarks.overhead import SteadyOverhead, steady_overhead
@@ -564,9 +564,11 @@ class Suite:
         return self._fanout[n]
 
     async def fanout(self) -> None:
+        floors: dict[int, FanoutFloor] = {}
         for n in self.profile.fanout_sizes:
             by_install = await self._fanout_runs(n)
             run = by_install[self.this.label]
+            floors[n] = floor = await fanout_floor(n)
             goal_ms = _round_goal_ms(n)
             self._compared(
                 "4", f"fan-out N={n}, 50 ms probes: one round / all ready after flip", by_install,
@@ -578,9 +580,15 @@ class Suite:
                 goal=f"round <= {goal_ms:g} ms" if goal_ms is not None else "(no goal above N=1000)",
                 verdict_text=verdict(run.round_seconds * 1000 <= goal_ms) if goal_ms is not None else "",
             )
+            self.rows.append(Row(
+                "4", "", "", f"floor, a bare client's {n} GETs at once: {fmt_ms(floor.round_seconds * 1000)} ms "
+                f"(starting: {fmt_ms(floor.start_spread_seconds * 1000)} ms)",
+                f"{times(ratio(run.round_seconds, floor.round_seconds))} the floor",
+            ))
         self._record("4_fanout", lambda label: {
             "runs": [self._fanout[n][label] for n in self.profile.fanout_sizes],
-        }, {"probe_seconds": PROBE_SECONDS, "rounds_per_install": self.rounds})
+        }, {"probe_seconds": PROBE_SECONDS, "rounds_per_install": self.rounds,
+            "floor": [floors[n] for n in self.profile.fanout_sizes]})
 
     # -- §5 ---------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import select
 import socket
 from dataclasses import dataclass
@@ -156,10 +157,20 @@ async def _writable(sock: socket.socket) -> None:
 
 
 def _connect_failed(code: int | None, exc: OSError | None, address: _Address) -> ConnectFailed:
+    if exc is None and code is not None:
+        return ConnectFailed(_refusal_message(code, address[0], address[1]), code)
     reason = errno_name(exc) if exc is not None else errno_name(OSError(code, ""))
     return ConnectFailed(f"connect {reason} {join_host_port(address[0], address[1])}", code)
 
 
+# A not-ready container is refused the same way hundreds of times a second: its message
+# is built once. Bounded: a pod has few targets, a hostile config no more than this.
+@functools.lru_cache(maxsize=1024)
+def _refusal_message(code: int, host: str, port: int) -> str:
+    return f"connect {errno_name(OSError(code, ''))} {join_host_port(host, port)}"
+
+
+@functools.lru_cache(maxsize=1024)  # asked on every attempt, of the same few hosts
 def _literal_family(host: str) -> socket.AddressFamily | None:
     for family in (socket.AF_INET, socket.AF_INET6):
         try:

@@ -106,7 +106,8 @@ class Ticker:
         self._timer = self._loop.call_at(when, self._wake)
 
     def _wake(self) -> None:
-        self._timer, self._timer_at = None, math.inf
+        # While the callbacks add their next due times, `at` arms nothing: one timer, at the end.
+        self._timer, self._timer_at = None, -math.inf
         self.wakeups += 1
         due = self._due
         horizon = self._loop.time() + TICK_SLACK
@@ -116,6 +117,7 @@ class Ticker:
                 entry.callback(when)
         while due and due[0][2].cancelled:
             heapq.heappop(due)
+        self._timer_at = math.inf
         if due:
             self._arm(due[0][0])
 
