@@ -59,6 +59,11 @@ MAX_CONCURRENT_STREAMS = 100
 MAX_HEADER_LIST_BYTES = 8192
 # Room for a burst of kubelet probes, each a new connection, arriving at once.
 BACKLOG = 1024
+# Bytes handed to h2 per loop step; the rest of a read waits for the next step. A read can
+# be 256 KiB, and 256 KiB of tiny frames (streams opened and reset at once, PINGs) is about
+# half a second of h2's work; 8 KiB is 15-25 ms of it, so one client cannot hold the loop
+# that the probes and the other ports share. A health check's request is a few hundred bytes.
+MAX_READ_STEP = 8 * 1024
 # Closed streams h2 remembers per connection, to tell a late frame on one from a protocol
 # error. Its default (65,536) grows a long-lived connection by ~6 MiB; a late frame
 # arrives within a round trip, when far fewer streams can have closed.
@@ -255,6 +260,9 @@ class _Connection(asyncio.Protocol):
         self._handshaken = False  # the client sent its preface and acknowledged our SETTINGS
         self._shutting_down = False  # the server stops: no new streams, GOAWAY once none is open
         self._write_paused = False
+        self._backlog = bytearray()  # read, not yet handed to h2 (beyond MAX_READ_STEP)
+        self._eof_after_backlog = False
+        self._reading_paused = False
         self._reading = False  # in data_received: what handlers send is written once, at its end
         self._timer: asyncio.TimerHandle | None = None
 
@@ -293,6 +301,32 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing_at is not None or self._transport is None:
             return  # GOAWAY sent: what follows is dropped until the client closes
+        if self._backlog:  # still working through an earlier read: this waits its turn
+            self._backlog += data
+            return
+        if len(data) > MAX_READ_STEP:
+            self._backlog += data[MAX_READ_STEP:]
+            data = data[:MAX_READ_STEP]
+            self._update_reading()
+            self._loop.call_soon(self._read_backlog)
+        self._receive(data)
+
+    def _read_backlog(self) -> None:
+        if self._closing_at is not None or self._transport is None:
+            self._backlog.clear()
+            return
+        step = bytes(self._backlog[:MAX_READ_STEP])
+        del self._backlog[:MAX_READ_STEP]
+        if self._backlog:
+            self._loop.call_soon(self._read_backlog)
+        self._receive(step)
+        if not self._backlog:
+            if self._eof_after_backlog and self._transport is not None:
+                self._transport.close()
+            else:
+                self._update_reading()
+
+    def _receive(self, data: bytes) -> None:
         try:
             events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError:
@@ -315,19 +349,32 @@ class _Connection(asyncio.Protocol):
         self._write()
 
     def eof_received(self) -> bool:
+        if self._backlog:
+            self._eof_after_backlog = True  # answer what it sent first
+            return True
         return False  # the client is done: close, and every call still open is gone
 
     def pause_writing(self) -> None:
         self._write_paused = True
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.pause_reading()  # read no more requests while their answers cannot leave
+        self._update_reading()  # read no more requests while their answers cannot leave
         self._stall()
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.resume_reading()
+        self._update_reading()
         self._unstall()
+
+    def _update_reading(self) -> None:
+        """Read from the socket unless answers cannot leave or an earlier read is still being handled."""
+        paused = self._write_paused or bool(self._backlog)
+        transport = self._transport
+        if paused == self._reading_paused or transport is None or transport.is_closing():
+            return
+        self._reading_paused = paused
+        if paused:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
 
     # -- events -------------------------------------------------------------------------------
 

@@ -486,6 +486,49 @@ async def test_a_client_that_never_reads_is_cut_off_and_stalls_nobody(short: Ser
     hog.writer.transport.abort()
 
 
+async def test_a_flood_of_streams_opened_and_reset_does_not_hold_the_loop(served: Served) -> None:
+    """Rapid reset: ~300 KiB of HEADERS+RST_STREAM pairs is over half a second of h2's work if taken in one
+    read; handed to h2 MAX_READ_STEP at a time, the loop (probes, the other ports) keeps turning."""
+    client = await RawClient.connect(served.port)
+    for _ in range(12000):
+        stream_id = client.h2.get_next_available_stream_id()
+        headers = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", CHECK_PATH.encode()), (b":authority", b"t"),
+                   (b"content-type", b"application/grpc")]
+        client.h2.send_headers(stream_id, headers)
+        client.h2.reset_stream(stream_id)
+    flood = client.h2.data_to_send()
+    assert len(flood) > 256 * 1024
+
+    lags: list[float] = []
+
+    async def tick() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + 0.002
+            await asyncio.sleep(0.002)
+            lags.append(loop.time() - due)
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0.01)
+    client.writer.write(flood + PING)
+    await client.writer.drain()
+    await client.until(lambda: any(isinstance(e, h2.events.PingAckReceived) for e in client.events), timeout=10)
+    ticker.cancel()
+    print(f"longest loop stall {max(lags) * 1000:.0f} ms")
+    assert max(lags) < 0.2, f"the loop stood still for {max(lags) * 1000:.0f} ms"
+    assert (await client.response(client.request())).grpc_status == 0
+    await client.aclose()
+
+
+async def test_requests_sent_before_a_half_close_are_all_answered(served: Served) -> None:
+    """More than one read step of requests, then the client's FIN: every one answered, then the close."""
+    client = await RawClient.connect(served.port)
+    ids = [client.request(body=frame(encode_request("app" + "x" * 300))) for _ in range(60)]
+    client.writer.write_eof()
+    await client.closed(close=False)
+    assert [client.responses[i].grpc_status for i in ids] == [5] * 60  # NOT_FOUND, each of them
+
+
 # -- time -------------------------------------------------------------------------------------------
 
 
