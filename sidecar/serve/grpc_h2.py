@@ -338,6 +338,8 @@ class _Connection(asyncio.Protocol):
         self._reading = True
         try:
             for event in events:
+                if self._closing_at is not None:
+                    break  # a GOAWAY (the client's, or ours for an error) ends what h2 lets us send
                 self._handle(event)
             self._arm_request_deadline()
         except Exception:

@@ -549,7 +549,7 @@ async def test_a_connection_without_a_handshake_is_closed(short: Served) -> None
     reader, writer = await asyncio.open_connection("127.0.0.1", short.port)
     began = time.perf_counter()
     async with asyncio.timeout(WITHIN):
-        while await reader.read(65536):  # the server's SETTINGS, then its close
+        while await reader.read(65536):  # nothing (our SETTINGS answer the client's preface), then the close
             pass
     assert SHORT.handshake * 0.8 < time.perf_counter() - began < WITHIN
     writer.close()
@@ -631,6 +631,22 @@ async def test_stop_gives_a_call_in_flight_its_grace_and_refuses_new_ones() -> N
     await client.closed()
     async with asyncio.timeout(1.0):
         await stopping
+
+
+async def test_a_request_read_after_our_goaway_is_dropped_quietly(log: pytest.LogCaptureFixture) -> None:
+    """The last call of a stopping server ends, so GOAWAY goes out, while the same read holds a new request."""
+    it = await serve()
+    client = await RawClient.connect(it.port)
+    in_flight = client.request(body=b"\x00\x00\x00\x00\x02", end=False)
+    await asyncio.sleep(0.05)
+    stopping = asyncio.create_task(it.server.stop(grace=3.0))
+    await asyncio.sleep(0.1)
+    client.h2.send_data(in_flight, b"\x0a\x00", end_stream=True)
+    client.request()  # one write: the end of the call in flight, then a new one
+    await client.closed()
+    await stopping
+    assert client.responses[in_flight].grpc_status == 0
+    assert_quiet(log)
 
 
 async def test_stop_cuts_off_what_outlasts_the_grace() -> None:
