@@ -335,6 +335,11 @@ class _Connection(asyncio.Protocol):
         except Exception:  # bytes that break h2 some other way: still only that client's problem
             self.abort()
             return
+        if self._h2.state_machine.state is h2.connection.ConnectionState.CLOSED:
+            # The client's GOAWAY was in this read: h2 lets us send nothing more, not even
+            # answers to requests that came before it.
+            self._close_after_goaway()
+            return
         self._reading = True
         try:
             for event in events:
@@ -393,8 +398,7 @@ class _Connection(asyncio.Protocol):
             self._flush_blocked()
         elif isinstance(event, h2.events.SettingsAcknowledged):
             self._handshaken = True
-        elif isinstance(event, h2.events.ConnectionTerminated):
-            self._close_after_goaway()  # the client's GOAWAY: it opens no more streams
+        # ConnectionTerminated (the client's GOAWAY) closed h2 before any event is seen: see _receive.
         # PING and SETTINGS are acknowledged by h2 itself; PRIORITY and unknown frames mean nothing here.
 
     def _request(self, event: h2.events.RequestReceived) -> None:

@@ -20,6 +20,7 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import h2.exceptions
 import h2.settings
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -460,6 +461,63 @@ async def test_any_bytes_after_the_preface_leave_the_server_serving(
     client = await RawClient.connect(served.port)
     assert (await client.response(client.request())).grpc_status == 0
     await client.aclose()
+    assert_quiet(log)
+
+
+GOAWAY = b"\x00\x00\x08\x07\x00\x00\x00\x00\x00" + b"\x00" * 8  # last stream 0, NO_ERROR
+requests = st.tuples(st.just("request"), st.sampled_from([CHECK_PATH, WATCH_PATH, LIST_PATH, "/x.Y/Z"]),
+                     st.sampled_from([b"POST", b"GET"]), st.sampled_from([b"application/grpc", b"text/plain"]),
+                     st.sampled_from([None, b"", frame(b"\x0a\x03app"), b"\x00\x00\x00"]), st.booleans())
+operations = st.lists(st.one_of(requests, st.tuples(st.just("reset")), st.tuples(st.just("goaway")),
+                                st.tuples(st.just("frame"), frames)), min_size=1, max_size=8)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=operations, piece=st.integers(min_value=1, max_value=400))
+async def test_any_mix_of_requests_resets_goaways_and_junk_is_answered_or_closed_quietly(
+    served: Served, log: pytest.LogCaptureFixture, ops: list[tuple[Any, ...]], piece: int
+) -> None:
+    """What a client sends can end a call, a stream or its connection; never the server, and never in the log."""
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    client.initiate_connection()
+    data, open_streams = [client.data_to_send()], []
+    for op in ops:
+        if op[0] == "request":
+            _, path, method, content_type, body, end = op
+            stream_id = client.get_next_available_stream_id()
+            headers = [(b":method", method), (b":scheme", b"http"), (b":path", path.encode()), (b":authority", b"t"),
+                       (b"content-type", content_type)]
+            client.send_headers(stream_id, headers, end_stream=body is None and end)
+            if body is not None:
+                client.send_data(stream_id, body, end_stream=end)
+            open_streams.append(stream_id)
+        elif op[0] == "reset" and open_streams:
+            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                client.reset_stream(open_streams.pop())
+        elif op[0] == "goaway":
+            data.append(client.data_to_send())
+            data.append(GOAWAY)
+            continue
+        elif op[0] == "frame":
+            data.append(client.data_to_send())
+            data.append(op[1])
+            continue
+        data.append(client.data_to_send())
+    sent = b"".join(data)
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+    for at in range(0, len(sent), piece):
+        writer.write(sent[at : at + piece])
+        await asyncio.sleep(0)
+    try:
+        async with asyncio.timeout(0.05):
+            while await reader.read(65536):
+                pass
+    except (TimeoutError, ConnectionResetError):
+        pass
+    writer.transport.abort()
+    fresh = await RawClient.connect(served.port)
+    assert (await fresh.response(fresh.request())).grpc_status == 0
+    await fresh.aclose()
     assert_quiet(log)
 
 
