@@ -293,10 +293,7 @@ class _Connection(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         self._server.forget(self)
-        streams, self._streams = self._streams, {}
-        self._blocked.clear()
-        for call in streams.values():
-            call._gone()
+        self._drop_calls()
 
     def data_received(self, data: bytes) -> None:
         if self._closing_at is not None or self._transport is None:
@@ -586,7 +583,7 @@ class _Connection(asyncio.Protocol):
 
     def _write_now(self) -> None:
         data = self._h2.data_to_send()
-        if data and self._transport is not None:
+        if data and self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
 
     # -- time and closing -------------------------------------------------------------------------
@@ -663,20 +660,16 @@ class _Connection(asyncio.Protocol):
 
     def _close_after_goaway(self, send_goaway: bool = True) -> None:
         """GOAWAY, then our FIN; the client closes in turn, or is cut off after the linger."""
-        if self._closing_at is not None or self._transport is None:
+        if self._closing_at is not None or self._transport is None or self._transport.is_closing():
             return
         self._closing_at = self._loop.time() + self._server.limits.linger
         if send_goaway:
             self._h2.close_connection()
         self._write_now()  # before the FIN, even in data_received
-        # h2 sends nothing more on this connection: every call still open is over.
-        streams, self._streams = self._streams, {}
-        self._blocked.clear()
-        for call in streams.values():
-            call._gone()
+        self._drop_calls()  # h2 sends nothing more on this connection
         try:
             self._transport.write_eof()
-        except OSError:  # the client is already gone
+        except (OSError, RuntimeError):  # the client is already gone (uvloop says so with RuntimeError)
             self.abort()
             return
         self._arm(self._closing_at)
@@ -684,6 +677,14 @@ class _Connection(asyncio.Protocol):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+            self._drop_calls()  # now, not at connection_lost: nothing is written to it meanwhile
+
+    def _drop_calls(self) -> None:
+        """Every call still open is over: its client is gone, or h2 will send nothing more."""
+        streams, self._streams = self._streams, {}
+        self._blocked.clear()
+        for call in streams.values():
+            call._gone()
 
 
 def _is_grpc(content_type: bytes) -> bool:
