@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,7 @@ from probes.result import Outcome, ProbeResult
 from probes.spec import TcpSocketSpec
 from sidecar.model import ContainerSpec, ProbeTiming
 from sidecar.runtime.state import AggregateState
-from sidecar.serve.grpc_h2 import MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_BYTES, ConnectionLimits
+from sidecar.serve.grpc_h2 import MAX_CLOSED_STREAMS, MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_BYTES, ConnectionLimits
 from sidecar.serve.health_grpc import MAX_REQUEST_BYTES, GrpcHealthServer
 
 SERVING, NOT_SERVING = 1, 2
@@ -396,6 +397,25 @@ async def test_output_waits_for_the_clients_window(served: Served) -> None:
     assert max(sizes) <= 4 and sum(sizes) == len(response.data)
     assert response.trailers == {b"grpc-status": b"0"}
     await client.aclose()
+
+
+async def test_a_long_lived_connection_does_not_grow(served: Served) -> None:
+    """h2 remembers closed streams (65,536 by default, ~6 MiB); a load balancer's one connection must stay flat."""
+    tracemalloc.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{served.port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            request = health_pb2.HealthCheckRequest(service="app")
+            for _ in range(MAX_CLOSED_STREAMS + 200):  # h2's record of closed streams is full
+                await stub.Check(request, timeout=2)
+            settled = tracemalloc.get_traced_memory()[0]
+            more = 2 * MAX_CLOSED_STREAMS
+            for _ in range(more):
+                await stub.Check(request, timeout=2)
+            grown = tracemalloc.get_traced_memory()[0] - settled
+    finally:
+        tracemalloc.stop()
+    assert grown < 100_000, f"{grown} bytes more after {more} more calls"  # h2's default: ~190 KB
 
 
 # -- hostile clients --------------------------------------------------------------------------
