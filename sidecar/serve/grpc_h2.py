@@ -18,9 +18,11 @@ connection, a header list of MAX_HEADER_LIST_BYTES, a request message of
 `max_request_bytes` (RESOURCE_EXHAUSTED beyond), what HTTP/2 flow control lets it send
 (every byte received is acknowledged at once, so a client is never stalled), and time
 (`ConnectionLimits`): an unfinished handshake or request, output the client does not
-read, an idle connection. A client that sends what is not HTTP/2 is disconnected and
-never logged; an HTTP/2 request that is not gRPC gets the answer gRPC servers give
-(405 for a method other than POST, 415 for another content type).
+read, an idle connection. What it makes the loop do is bounded too: a read goes to h2
+MAX_READ_STEP bytes at a time, so a flood of tiny frames cannot hold up the probes and the
+other ports. A client that sends what is not HTTP/2 is disconnected and never logged; an
+HTTP/2 request that is not gRPC gets the answer gRPC servers give (405 for a method other
+than POST, 415 for another content type).
 """
 
 from __future__ import annotations
