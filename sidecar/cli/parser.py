@@ -27,7 +27,7 @@ RUN_SETTING_HELP = {
     "metrics_port": "Prometheus /metrics port (default 8552; 'off' disables it)",
     "bind": "address to listen on (default 0.0.0.0)",
     "drain_seconds": f"after SIGTERM, answer not-ready for this long, then exit (default {DEFAULT_DRAIN_SECONDS:g}s)",
-    "aggressive_interval": "probe interval while not ready in aggressive mode (default 5ms)",
+    "aggressive_interval": "probe interval while not ready in aggressive mode (default 3ms)",
     "aggressive_timeout": "cap on one attempt's timeout while not ready (default 100ms)",
     "aggressive_window": "how long to probe at the aggressive interval before widening (default 10s)",
     "aggressive_max_interval": "the widest interval a slow starter is probed at (default 100ms)",

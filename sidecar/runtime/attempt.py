@@ -28,7 +28,7 @@ from probes.base import finish
 from probes.result import Outcome
 from sidecar.model import ContainerSpec, SidecarConfig
 
-# A probe that keeps crashing at a 5 ms interval must not write 200 lines a second.
+# A probe that keeps crashing at a 3 ms interval must not write 200 lines a second.
 CRASH_LOG_EVERY = 60.0
 # The kubelet runs an attempt that errs up to this many times, back to back, before it
 # gives up on it (pkg/kubelet/prober/prober.go, maxProbeRetries and runProbeWithRetries).

@@ -57,7 +57,9 @@ class AggressivePolicy:
     """
 
     # Defaults chosen from benchmarks/ (see docs/performance.md).
-    interval: float = 0.005  # beats queue-proxy's 50 ms retry by 10x at ~1-3% CPU
+    # Ready detection p50 ~1.7-2.3 ms at ~1.1% (tcp) and ~4.6% (http 503) of a core per
+    # not-ready container here; 5 ms halves the CPU at 2.7-3.3 ms (docs/performance.md, sweep).
+    interval: float = 0.003
     timeout: float = 0.1  # queue-proxy's aggressiveProbeTimeout
     window: float = 10.0  # queue-proxy's 10 s poll window, then widen
     max_interval: float = 0.1  # where widening stops: ~0.1-0.3% CPU per slow starter
@@ -77,7 +79,7 @@ class Ticker:
     times and arms one timer for the earliest.
 
         ticker = Ticker()
-        entry = ticker.at(loop.time() + 0.005, start_attempt)
+        entry = ticker.at(loop.time() + 0.003, start_attempt)
         entry.cancel()
         ticker.wakeups   # how many times the timer fired
     """
