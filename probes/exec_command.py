@@ -53,6 +53,14 @@ _PIDFD_UNSUPPORTED_ERRNOS = frozenset({errno.ENOSYS, errno.EPERM, errno.EACCES, 
 _pidfd_supported: bool | None = None
 
 
+# How a command is spawned, on either path. Its own group, through a new session (setsid in
+# the child, which vfork allows, and uvloop has no process_group=), so one killpg reaches
+# every descendant that stayed in it.
+_SPAWN_OPTIONS: dict[str, Any] = {
+    "stdin": subprocess.DEVNULL, "stderr": subprocess.STDOUT, "start_new_session": True, "close_fds": True,
+}
+
+
 class ExecProbe(ProbeBase):
     """Runs one command per attempt; exit 0 is success.
 
@@ -215,16 +223,7 @@ def _spawn_with_pidfd(
     Blocking only for the spawn itself: vfork suspends us until the child has exec'd.
     """
     try:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=output.write_fd,
-            stderr=subprocess.STDOUT,
-            # Its own group, through a new session (setsid in the child: vfork still applies),
-            # so one killpg reaches every descendant that stayed in it.
-            start_new_session=True,
-            close_fds=True,
-        )
+        process = subprocess.Popen(command, stdout=output.write_fd, **_SPAWN_OPTIONS)
     except (OSError, ValueError) as error:
         return _spawn_failure(error, command[0])
     finally:
@@ -267,16 +266,7 @@ class _WatchedChild:
 async def _spawn_with_watcher(command: Sequence[str], output: _CappedOutput) -> _WatchedChild | str:
     """Spawn the command through the loop; a short reason if it could not be started."""
     try:
-        process = await asyncio.create_subprocess_exec(
-            *command,
-            stdin=subprocess.DEVNULL,
-            stdout=output.write_fd,
-            stderr=subprocess.STDOUT,
-            # Its own group (via a new session: uvloop has no process_group=), so one
-            # killpg reaches every descendant that stayed in it.
-            start_new_session=True,
-            close_fds=True,
-        )
+        process = await asyncio.create_subprocess_exec(*command, stdout=output.write_fd, **_SPAWN_OPTIONS)
     except (OSError, ValueError) as error:
         return _spawn_failure(error, command[0])
     finally:
