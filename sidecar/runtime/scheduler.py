@@ -72,6 +72,15 @@ class AggressivePolicy:
         return min(self.max_interval, self.interval * 2.0**doublings)
 
 
+def next_due(last_due: float, interval: float, now: float) -> float:
+    """Fixed-rate: one interval after the last due time, or, for an attempt that overran,
+    the first tick of that schedule not before `now` (the missed ones are skipped)."""
+    due = last_due + interval
+    if due < now:
+        due += interval * math.ceil((now - due) / interval)
+    return due
+
+
 class Ticker:
     """One timer for many schedules: each wake-up runs every callback that is due.
 
@@ -184,10 +193,8 @@ class ContainerScheduler:
         while True:
             lateness = max(0.0, self._loop.time() - self._due)
             self.state.record(self.spec.name, await self.probe.attempt(timeout), lateness)
-            self._due += period
-            now = self._loop.time()
-            if self._due < now:  # the attempt overran: skip ticks, like time.Ticker
-                self._due += period * math.ceil((now - self._due) / period)
+            # The attempt may have overrun: skip the ticks it missed, like time.Ticker.
+            self._due = next_due(self._due, period, self._loop.time())
             await self._sleep_until_due()
 
 
@@ -275,10 +282,7 @@ class _AggressiveRun:
             interval = policy.not_ready_interval(self.state.clock.monotonic() - verdict.since)
         # Fixed-rate: one interval after the last due time, so containers on the same tick
         # stay on it; an attempt that overran skips the ticks it missed.
-        self._due += interval
-        now = self._loop.time()
-        if self._due < now - TICK_SLACK:
-            self._due += interval * math.ceil((now - self._due) / interval)
+        self._due = next_due(self._due, interval, self._loop.time() - TICK_SLACK)
         if not self._ended.done():
             self._entry = self.ticker.at(self._due, self._start_due)
 
