@@ -23,8 +23,10 @@ LOG_FORMATS = ("text", "json")
 # auto: uvloop if importable. It picks the runtime, not the sidecar's behaviour, and exists
 # so benchmarks can compare both loops in one run.
 LOOP_CHOICES = ("auto", "uvloop", "asyncio")
-# A wildcard address: every interface, as a pod's probes and peers need.
-DEFAULT_BIND = "0.0.0.0"
+# Every interface, dual-stack: one IPv6 socket with IPV6_V6ONLY=0 that takes IPv4 too (as
+# Go servers listen), 0.0.0.0 on a host without IPv6; serve.listen.DUAL_STACK. An explicit
+# 0.0.0.0 is IPv4 only, an explicit :: or ::1 IPv6 only.
+DEFAULT_BIND = "*"
 
 # The flat setting names (and so flags) of AggressivePolicy's fields.
 _POLICY_SETTINGS = {

@@ -52,6 +52,7 @@ from probes.grpc_wire import (
     framed_length,
 )
 from sidecar.contract import LOGGER_NAME
+from sidecar.serve.listen import listening_socket
 
 # HTTP/2's recommended minimum (RFC 9113, 6.5.2): room for many Watch streams on one
 # connection, while a client cannot make one connection hold unbounded stream state.
@@ -194,9 +195,12 @@ class GrpcServer:
             raise RuntimeError("gRPC server already started")
         loop = asyncio.get_running_loop()
         self.stopping = False
-        self._listener = await loop.create_server(
-            partial(_Connection, self), bind, port, reuse_address=True, reuse_port=False, backlog=BACKLOG
-        )
+        sock = listening_socket(bind, port)
+        try:
+            self._listener = await loop.create_server(partial(_Connection, self), sock=sock, backlog=BACKLOG)
+        except BaseException:
+            sock.close()
+            raise
         return int(self._listener.sockets[0].getsockname()[1])
 
     async def stop(self, grace: float) -> None:

@@ -50,6 +50,7 @@ from sidecar.serve.http_wire import (
     read_plain_request,
     text_answer,
 )
+from sidecar.serve.listen import listening_socket
 
 # Room for a burst of kubelet, load-balancer and mesh connections arriving at once.
 BACKLOG = 1024
@@ -263,9 +264,12 @@ class GetOnlyServer:
     async def start(self, bind: str, port: int) -> int:
         """Listen on bind:port (0 picks a free port) and return the bound port; OSError if it can't."""
         loop = asyncio.get_running_loop()
-        self._listener = await loop.create_server(
-            partial(_Connection, self), bind, port, reuse_address=True, backlog=BACKLOG
-        )
+        sock = listening_socket(bind, port)
+        try:
+            self._listener = await loop.create_server(partial(_Connection, self), sock=sock, backlog=BACKLOG)
+        except BaseException:
+            sock.close()
+            raise
         self._sweeper = loop.call_later(self.timeouts.sweep_every, self._sweep)
         return int(self._listener.sockets[0].getsockname()[1])
 
