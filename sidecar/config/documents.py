@@ -5,11 +5,20 @@ here, so `inject` writes JSON back exactly when it read JSON.
 
     manifest = read_manifest("deploy.yaml", sys.stdin.buffer)
     text = dump_documents(manifest.docs, as_json=manifest.is_json)
+    manifest = read_manifest("deploy.yaml", sys.stdin.buffer, round_trip=True)
+    position(manifest.docs[0]["spec"], "replicas")  # (7, 3): 1-based line and column
+    text = dump_documents(manifest.docs, as_json=manifest.is_json, layout=manifest.layout)
+
+`round_trip=True` (inject, lint) loads YAML with ruamel.yaml: the documents are
+CommentedMap/CommentedSeq (dict/list subclasses, so every reader works unchanged),
+remember each key's line, and dump back with comments, key order and quoting kept.
+Everything else (`check`, `run`'s config) keeps PyYAML's C loader, and never imports ruamel.
     docs = load_documents(os.environ["READINESS_SIDECAR_CONFIG"], "READINESS_SIDECAR_CONFIG")
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from dataclasses import dataclass
@@ -26,14 +35,27 @@ YAML_WIDTH = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
+class Layout:
+    """How a round-trip YAML text was indented, so it is written back the same way."""
+
+    mapping: int = 2
+    sequence: int = 2  # the indent of a list item's content
+    offset: int = 0  # where the "- " dash sits, relative to the parent key
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
     source: str  # for messages: the file name, or <stdin>
     docs: list[Any]
     is_json: bool  # write the output back as JSON
+    text: str = ""  # the text as read (for `inject --diff`)
+    layout: Layout | None = None  # set for round-trip YAML
 
 
-def read_manifest(filename: str, stdin: BinaryIO) -> Manifest:
-    """Every document of the file (or of stdin for "-"); ConfigError naming the source if unreadable."""
+def read_manifest(filename: str, stdin: BinaryIO, *, round_trip: bool = False) -> Manifest:
+    """Every document of the file (or of stdin for "-"); ConfigError naming the source if unreadable.
+
+    round_trip: YAML is loaded with ruamel.yaml, keeping comments, order, quoting and positions."""
     if filename == STDIN:
         source = STDIN_SOURCE
         try:
@@ -52,18 +74,132 @@ def read_manifest(filename: str, stdin: BinaryIO) -> Manifest:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise ConfigError(source, "", "", f"cannot read: not UTF-8 text (byte {err.start})") from None
+    if round_trip:
+        json_docs = _load_json(text)
+        if json_docs is not None:
+            return Manifest(source, json_docs, True, text)
+        return Manifest(source, _load_round_trip(text, source), False, text, _guess_layout(text))
     docs, is_json = _load(text, source)
-    return Manifest(source, docs, is_json)
+    return Manifest(source, docs, is_json, text)
 
 
-def dump_documents(docs: list[Any], *, as_json: bool) -> str:
+def dump_documents(docs: list[Any], *, as_json: bool, layout: Layout | None = None) -> str:
+    """The documents as text: JSON, or multi-document YAML (`---` between documents).
+
+    Documents from a round-trip read are written by ruamel.yaml (pass their `layout`),
+    comments and quoting included; plain ones by PyYAML, in key order."""
     if as_json:
         return "".join(json.dumps(doc, indent=2, ensure_ascii=False) + "\n" for doc in docs)
     if not docs:
         return ""
+    if layout is not None:
+        return _dump_round_trip(docs, layout)
     import yaml  # only writers pay for it: `check --probe` never loads yaml
 
     return yaml.safe_dump_all(docs, sort_keys=False, allow_unicode=True, width=YAML_WIDTH)
+
+
+def position(node: Any, key: str | int) -> tuple[int, int] | None:
+    """Where `key` of a round-trip mapping (or item `key` of a sequence) was in the text:
+    (line, column), both 1-based; None for plain dicts/lists or nodes inject added."""
+    lc = getattr(node, "lc", None)
+    if lc is None:
+        return None
+    try:
+        if isinstance(node, dict):
+            line, col = lc.key(key)
+        elif isinstance(node, list) and isinstance(key, int):
+            line, col = lc.item(key)
+        else:
+            return None
+    except (KeyError, IndexError, TypeError):
+        return None
+    if line is None or col is None:
+        return None
+    return line + 1, col + 1
+
+
+def _load_json(text: str) -> list[Any] | None:
+    stripped = text.lstrip()
+    if stripped[:1] not in ("{", "["):
+        return None
+    try:
+        doc = json.loads(stripped)
+    except (ValueError, RecursionError):
+        return None
+    return [] if doc is None else [doc]
+
+
+def _round_trip_yaml() -> Any:
+    from ruamel.yaml import YAML  # round-trip readers only: `check` never imports it
+
+    rt = YAML(typ="rt")
+    rt.preserve_quotes = True
+    rt.width = YAML_WIDTH
+    rt.allow_unicode = True
+    return rt
+
+
+def _load_round_trip(text: str, source: str) -> list[Any]:
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    if _flow_nesting_bound(text) > MAX_FLOW_NESTING:
+        raise ConfigError(source, "", "", "invalid YAML: nested too deeply")
+    try:
+        return [doc for doc in _round_trip_yaml().load_all(text) if doc is not None]
+    except MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        problem = one_line(err.problem or err.context or "syntax error")
+        if mark is None:
+            raise ConfigError(source, "", "", f"invalid YAML: {problem}") from None
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        raise ConfigError(source, "", "", f"invalid YAML at {where}: {problem}") from None
+    except YAMLError as err:
+        raise ConfigError(source, "", "", f"invalid YAML: {one_line(str(err))}") from None
+    except (ValueError, OverflowError, UnicodeError) as err:
+        raise ConfigError(source, "", "", f"invalid YAML: {one_line(str(err))}") from None
+    except RecursionError:
+        raise ConfigError(source, "", "", "invalid YAML: nested too deeply") from None
+
+
+def _dump_round_trip(docs: list[Any], layout: Layout) -> str:
+    import io
+
+    rt = _round_trip_yaml()
+    rt.indent(mapping=layout.mapping, sequence=layout.sequence, offset=layout.offset)
+    out = io.StringIO()
+    rt.dump_all(docs, out)
+    return out.getvalue()
+
+
+_KEY_LINE = re.compile(r"^( *)[^\s#-][^#]*:\s*(#.*)?$")
+_ITEM_LINE = re.compile(r"^( *)- ( *)\S")
+_INDENTED = re.compile(r"^( *)\S")
+
+
+def _guess_layout(text: str) -> Layout:
+    """The first block mapping's and block sequence's indents, as ruamel.yaml's indent() takes them."""
+    mapping = offset = None
+    dash_gap = 0
+    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    for parent, child in itertools.pairwise(lines):
+        key = _KEY_LINE.match(parent)
+        if key is None:
+            continue
+        item = _ITEM_LINE.match(child)
+        if item is not None:
+            if offset is None:
+                offset = len(item[1]) - len(key[1])
+                dash_gap = len(item[2])
+        elif mapping is None:
+            indented = _INDENTED.match(child)
+            if indented is not None and len(indented[1]) > len(key[1]):
+                mapping = len(indented[1]) - len(key[1])
+        if mapping is not None and offset is not None:
+            break
+    mapping = mapping or 2
+    offset = max(offset or 0, 0)
+    return Layout(mapping=mapping, sequence=offset + 2 + dash_gap, offset=offset)
 
 
 # libyaml (about 6x faster here, and `check` must start fast) composes nested
