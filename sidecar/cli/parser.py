@@ -25,7 +25,8 @@ RUN_SETTING_HELP = {
     "health_port": "HTTP health port: /ready, /status, /healthz, /wait-for-drain (default 8550; 0 = free port)",
     "grpc_port": "gRPC health port (default 8551; 'off' disables it)",
     "metrics_port": "Prometheus /metrics port (default 8552; 'off' disables it)",
-    "bind": "address to listen on; default * is every interface, IPv6 and IPv4 on one socket (0.0.0.0 without IPv6); 0.0.0.0 is IPv4 only, :: IPv6 only",
+    "bind": "address to listen on; default * is every interface, IPv6 and IPv4 on one socket "
+    "(0.0.0.0 without IPv6); 0.0.0.0 is IPv4 only, :: IPv6 only",
     "drain_seconds": f"after SIGTERM, answer not-ready for this long, then exit (default {DEFAULT_DRAIN_SECONDS:g}s)",
     "aggressive_interval": "probe interval while not ready in aggressive mode (default 3ms)",
     "aggressive_timeout": "cap on one attempt's timeout while not ready (default 100ms)",

@@ -114,8 +114,8 @@ async def test_default_bind_is_reachable_over_every_address_the_pod_has(
     assert ports == {"health": HEALTH_PORT, "grpc": GRPC_PORT, "metrics": METRICS_PORT}, processes.logs()
     probe = build_probe(HttpGetSpec(port=HEALTH_PORT, path="/ready", host=processes.pod.pod_ip))
     async with asyncio.timeout(START_TIMEOUT):
-        while (await probe.attempt(1.0)).outcome.value != "success":
-            await asyncio.sleep(0.05)  # noqa: ASYNC110 - polling another process over the network
+        while (await probe.attempt(1.0)).outcome.value != "success":  # noqa: ASYNC110 - another process, over the network
+            await asyncio.sleep(0.05)
     await _reachable_from_node(processes.pod.pod_ip)
     if pod_v4 is not None:
         await _reachable_from_node(pod_v4)
