@@ -27,7 +27,7 @@ STDOUT = "-"
 # The demo is stopped with Ctrl-C, not by a kubelet: no point draining for 30 s.
 DEMO_DRAIN_SECONDS = "1s"
 # Listening on a wildcard address is reached through loopback.
-_LOOPBACK_FOR = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+_LOOPBACK_FOR = {"*": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
 def run_command(args: argparse.Namespace) -> int:
