@@ -148,12 +148,7 @@ def _load_round_trip(text: str, source: str) -> list[Any]:
     try:
         return [doc for doc in _round_trip_yaml().load_all(text) if doc is not None]
     except MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        problem = one_line(err.problem or err.context or "syntax error")
-        if mark is None:
-            raise ConfigError(source, "", "", f"invalid YAML: {problem}") from None
-        where = f"line {mark.line + 1}, column {mark.column + 1}"
-        raise ConfigError(source, "", "", f"invalid YAML at {where}: {problem}") from None
+        raise _marked_error(source, err) from None
     except YAMLError as err:
         raise ConfigError(source, "", "", f"invalid YAML: {one_line(str(err))}") from None
     except (ValueError, OverflowError, UnicodeError) as err:
@@ -237,6 +232,16 @@ def _load(text: str, source: str) -> tuple[list[Any], bool]:
     return _load_yaml(text, source), False
 
 
+def _marked_error(source: str, err: Any) -> ConfigError:
+    """A YAML error with a position (PyYAML's or ruamel's, which share the shape) as one line."""
+    mark = err.problem_mark or err.context_mark
+    problem = one_line(err.problem or err.context or "syntax error")
+    if mark is None:
+        return ConfigError(source, "", "", f"invalid YAML: {problem}")
+    where = f"line {mark.line + 1}, column {mark.column + 1}"
+    return ConfigError(source, "", "", f"invalid YAML at {where}: {problem}")
+
+
 def _load_yaml(text: str, source: str) -> list[Any]:
     import yaml  # here, so `--probe` and SERVING_READINESS_PROBE alone never pay for it
 
@@ -249,12 +254,7 @@ def _load_yaml(text: str, source: str) -> list[Any]:
     try:
         return [doc for doc in yaml.load_all(text, Loader=loader) if doc is not None]
     except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        problem = one_line(err.problem or err.context or "syntax error")
-        if mark is None:
-            raise ConfigError(source, "", "", f"invalid YAML: {problem}") from None
-        where = f"line {mark.line + 1}, column {mark.column + 1}"
-        raise ConfigError(source, "", "", f"invalid YAML at {where}: {problem}") from None
+        raise _marked_error(source, err) from None
     except yaml.YAMLError as err:  # ReaderError: control characters and the like
         raise ConfigError(source, "", "", f"invalid YAML: {one_line(str(err))}") from None
     except (ValueError, OverflowError, UnicodeError) as err:

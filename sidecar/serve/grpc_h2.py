@@ -52,7 +52,7 @@ from probes.grpc_wire import (
     framed_length,
 )
 from sidecar.contract import LOGGER_NAME
-from sidecar.serve.listen import listening_socket
+from sidecar.serve.listen import serve_on
 
 # HTTP/2's recommended minimum (RFC 9113, 6.5.2): room for many Watch streams on one
 # connection, while a client cannot make one connection hold unbounded stream state.
@@ -60,8 +60,6 @@ from sidecar.serve.listen import listening_socket
 MAX_CONCURRENT_STREAMS = 100
 # gRPC's default limit on a request's metadata.
 MAX_HEADER_LIST_BYTES = 8192
-# Room for a burst of kubelet probes, each a new connection, arriving at once.
-BACKLOG = 1024
 # Bytes handed to h2 per loop step; the rest of a read waits for the next step. A read can
 # be 256 KiB, and 256 KiB of tiny frames (streams opened and reset at once, PINGs) is about
 # half a second of h2's work; 8 KiB is 15-25 ms of it, so one client cannot hold the loop
@@ -193,14 +191,8 @@ class GrpcServer:
         """
         if self._listener is not None:
             raise RuntimeError("gRPC server already started")
-        loop = asyncio.get_running_loop()
         self.stopping = False
-        sock = listening_socket(bind, port)
-        try:
-            self._listener = await loop.create_server(partial(_Connection, self), sock=sock, backlog=BACKLOG)
-        except BaseException:
-            sock.close()
-            raise
+        self._listener = await serve_on(partial(_Connection, self), bind, port)
         return int(self._listener.sockets[0].getsockname()[1])
 
     async def stop(self, grace: float) -> None:

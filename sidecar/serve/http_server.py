@@ -50,10 +50,8 @@ from sidecar.serve.http_wire import (
     read_plain_request,
     text_answer,
 )
-from sidecar.serve.listen import listening_socket
+from sidecar.serve.listen import serve_on
 
-# Room for a burst of kubelet, load-balancer and mesh connections arriving at once.
-BACKLOG = 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST and frees the buffers
 _SERVED_METHODS = (b"GET", b"HEAD")
@@ -264,12 +262,7 @@ class GetOnlyServer:
     async def start(self, bind: str, port: int) -> int:
         """Listen on bind:port (0 picks a free port) and return the bound port; OSError if it can't."""
         loop = asyncio.get_running_loop()
-        sock = listening_socket(bind, port)
-        try:
-            self._listener = await loop.create_server(partial(_Connection, self), sock=sock, backlog=BACKLOG)
-        except BaseException:
-            sock.close()
-            raise
+        self._listener = await serve_on(partial(_Connection, self), bind, port)
         self._sweeper = loop.call_later(self.timeouts.sweep_every, self._sweep)
         return int(self._listener.sockets[0].getsockname()[1])
 

@@ -1,7 +1,6 @@
 """The one listening socket of every port `run` serves (health, gRPC, metrics).
 
-    sock = listening_socket(DUAL_STACK, 8550)   # [::]:8550 with IPV6_V6ONLY=0, or 0.0.0.0:8550
-    server = await loop.create_server(factory, sock=sock, backlog=BACKLOG)
+    server = await serve_on(factory, DUAL_STACK, 8550)  # [::]:8550 with IPV6_V6ONLY=0, or 0.0.0.0:8550
 
 `DUAL_STACK` ("*", the default `--bind`) listens as Go servers such as queue-proxy do: one
 IPv6 socket that also takes IPv4 (v4-mapped) connections, so the kubelet reaches the sidecar
@@ -12,15 +11,30 @@ or `::` can't be bound) gets 0.0.0.0 instead. An explicit address means exactly 
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import socket
+from collections.abc import Callable
 
 # Every interface, IPv6 and IPv4 on one socket.
 DUAL_STACK = "*"
 
+# Room for a burst of kubelet, load-balancer and mesh connections arriving at once.
+BACKLOG = 1024
+
 # What says "this host has no IPv6": fall back to IPv4 on these, fail on anything else
 # (EADDRINUSE on [::]:port must be reported, not hidden behind a 0.0.0.0 bind).
 _NO_IPV6 = {errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT, errno.EADDRNOTAVAIL, errno.EINVAL}
+
+
+async def serve_on(factory: Callable[[], asyncio.Protocol], bind: str, port: int) -> asyncio.Server:
+    """Serve `factory`'s protocol on bind:port (see listening_socket); OSError if it can't bind."""
+    sock = listening_socket(bind, port)
+    try:
+        return await asyncio.get_running_loop().create_server(factory, sock=sock, backlog=BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
 
 
 def listening_socket(bind: str, port: int) -> socket.socket:
