@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import secrets
-import shutil
 import sys
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -23,7 +20,6 @@ import pytest
 from probes import build_probe
 from probes.spec import GrpcSpec, HttpGetSpec, join_host_port
 from sidecar.contract import GRPC_PORT, HEALTH_PORT, METRICS_PORT
-from tests.conftest import require_peer
 from tests.sidecar_process import PORTS_TO_STDOUT
 from tests.system.test_pod_netns_e2e import (
     START_TIMEOUT,
@@ -33,6 +29,7 @@ from tests.system.test_pod_netns_e2e import (
     _ip,
     _ip_ok,
     _kill_everything_in,
+    _new_namespace,
 )
 
 TARGET_PORT = 18080
@@ -40,15 +37,7 @@ TARGET_PORT = 18080
 
 def _pod_network(*, ipv4: bool) -> Iterator[tuple[PodNetwork, str | None]]:
     """(the pod, with pod_ip its IPv6 address; its IPv4 address or None). Always torn down."""
-    if os.geteuid() != 0:
-        require_peer("network namespaces need root")
-    if shutil.which("ip") is None:
-        require_peer("`ip` (iproute2) is not installed")
-    suffix = secrets.token_hex(3)
-    namespace, host_veth, pod_veth = f"rs-v6-{suffix}", f"rs6h{suffix}", f"rs6p{suffix}"
-    created = _ip("netns", "add", namespace)
-    if created.returncode != 0:
-        require_peer(f"`ip netns add` failed: {created.stderr.strip()}")
+    namespace, host_veth, pod_veth, suffix = _new_namespace("v6", "rs6")
     try:
         prefix = f"fd00:5253:{suffix[:4]}:{suffix[4:]}"
         pod = PodNetwork(namespace, host_veth, f"{prefix}::1", f"{prefix}::2")

@@ -76,18 +76,25 @@ def _kill_everything_in(namespace: str) -> None:
             os.kill(int(pid), signal.SIGKILL)
 
 
-@pytest.fixture
-def pod_network() -> Iterator[PodNetwork]:
-    """A fresh pod network: namespace, veth pair, addresses, lo up. Always torn down."""
+def _new_namespace(name_tag: str, veth_tag: str) -> tuple[str, str, str, str]:
+    """A fresh network namespace (root and iproute2, else require_peer), and names for its veth
+    pair: (namespace, host veth, pod veth, the random suffix they share)."""
     if os.geteuid() != 0:
         require_peer("network namespaces need root")
     if shutil.which("ip") is None:
         require_peer("`ip` (iproute2) is not installed")
     suffix = secrets.token_hex(3)
-    namespace, host_veth, pod_veth = f"rs-e2e-{suffix}", f"rsh{suffix}", f"rsp{suffix}"
+    namespace = f"rs-{name_tag}-{suffix}"
     created = _ip("netns", "add", namespace)
     if created.returncode != 0:
         require_peer(f"`ip netns add` failed: {created.stderr.strip()}")
+    return namespace, f"{veth_tag}h{suffix}", f"{veth_tag}p{suffix}", suffix
+
+
+@pytest.fixture
+def pod_network() -> Iterator[PodNetwork]:
+    """A fresh pod network: namespace, veth pair, addresses, lo up. Always torn down."""
+    namespace, host_veth, pod_veth, _ = _new_namespace("e2e", "rs")
     try:
         octet = _free_subnet_octet()
         pod = PodNetwork(namespace, host_veth, f"10.231.{octet}.1", f"10.231.{octet}.2")
