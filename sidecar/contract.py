@@ -35,6 +35,7 @@ HEALTHZ_PATH = "/healthz"  # the sidecar's own liveness: every scheduler still r
 STATUS_PATH = "/status"  # everything known, for people and tools
 DRAIN_PATH = "/wait-for-drain"  # the preStop hook inject gives user containers
 LIVE_PATH = "/live/{container}"  # a liveness check inject --rewrite-liveness routes through us
+STARTUP_PATH = "/startup/{container}"  # a startupProbe inject --rewrite-liveness routes through us
 # Route of the metrics port.
 METRICS_PATH = "/metrics"
 # Routes of the webhook port.
@@ -46,6 +47,8 @@ ENV_PREFIX = "READINESS_SIDECAR_"
 CONFIG_ENV = "READINESS_SIDECAR_CONFIG"  # the containers file's text: what inject writes
 CONFIG_FILE_ENV = "READINESS_SIDECAR_CONFIG_FILE"  # -f; READINESS_SIDECAR_CONFIG holds the config itself
 KNATIVE_PROBE_ENV = "SERVING_READINESS_PROBE"  # Knative queue-proxy's own, read unchanged
+IMAGE_ENV = "READINESS_SIDECAR_IMAGE"  # the image inject and the webhook add, unless --image says
+POD_IP_ENV = "POD_IP"  # the pod's IP, from the downward API (status.podIP), for --probe-host pod-ip
 
 # Pod annotations.
 NOT_REQUIRED_ANNOTATION = "readiness-sidecar.io/not-required"  # containers reported but never gating
@@ -58,6 +61,9 @@ AGGRESSIVE_PROBES_ANNOTATION = "readiness-sidecar.io/aggressive-probes"  # "app"
 INJECT_ANNOTATION = "readiness-sidecar.io/inject"  # "false" opts a pod out of the webhook
 STATUS_ANNOTATION = "readiness-sidecar.io/status"  # set by inject; what it says:
 STATUS_INJECTED = "injected"
+IMAGE_ANNOTATION = "readiness-sidecar.io/image"  # this pod's sidecar image; wins over --image
+PROBE_HOST_ANNOTATION = "readiness-sidecar.io/probe-host"  # "localhost" (the default) or "pod-ip"
+LINT_IGNORE_ANNOTATION = "readiness-sidecar.io/lint-ignore"  # "rule-id,rule-id": findings lint leaves out
 
 # Knative's fixed drain, here configurable (--drain-seconds); inject sizes the pod's grace period by it.
 DEFAULT_DRAIN_SECONDS = 30.0
