@@ -20,7 +20,7 @@ from typing import Any
 
 from probes.spec import HandlerSpec, TcpSocketSpec
 from sidecar.config.names import check_container_name
-from sidecar.config.pod_template import PodSpecRef, watched_containers
+from sidecar.config.pod_template import PodSpecRef, watched_containers, with_original_probes
 from sidecar.config.probe import ContainerContext, container_context, convert_probe, pod_container_context
 from sidecar.config.schema import CONTAINER_FIELDS, CONTAINERS_FILE_FIELDS
 from sidecar.contract import (
@@ -57,8 +57,10 @@ class ProbeMode:
 
 
 def containers_from_pod(ref: PodSpecRef, source: str) -> LoadedContainers:
-    """The containers of one pod template: spec.containers, then native sidecars."""
+    """The containers of one pod template: spec.containers, then native sidecars, with the
+    probes Istio took over read as their author wrote them."""
     ctx = ErrorContext(source, ref.label)
+    ref = with_original_probes(ref, ctx)
     watched = watched_containers(ref, ctx)
     names = [container.name for container in watched]
     not_required = _container_list(ref, ctx, NOT_REQUIRED_ANNOTATION, names)

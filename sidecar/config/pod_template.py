@@ -13,10 +13,11 @@ document, so `inject` can rewrite a pod spec in place and dump the documents aga
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
+from sidecar.config import istio
 from sidecar.config.names import INIT_CONTAINER_NAME, USER_CONTAINER_NAME, check_container_name, knative_default_names
 from sidecar.errors import ConfigError, ErrorContext, field_name, join_field, quote, type_words
 
@@ -201,7 +202,9 @@ class WatchedContainer:
 def watched_containers(ref: PodSpecRef, ctx: ErrorContext) -> list[WatchedContainer]:
     """spec.containers, then restartable init containers (native sidecars), named as Knative does.
 
-    ConfigError for a malformed container list, a bad name or a name used twice.
+    Istio's own containers (istio-proxy) are left out: they belong to Istio's injector, which
+    keeps their probes with the kubelet. ConfigError for a malformed container list, a bad
+    name or a name used twice.
     """
     prefix = ref.field_prefix
     containers = _entries(ref.pod_spec, "containers", ctx, prefix, required=True)
@@ -211,16 +214,54 @@ def watched_containers(ref: PodSpecRef, ctx: ErrorContext) -> list[WatchedContai
     given_init = _given_names(inits, join_field(prefix, "initContainers"), ctx, taken)
     names = knative_default_names(given, taken, USER_CONTAINER_NAME)
     init_names = knative_default_names(given_init, taken, INIT_CONTAINER_NAME)
+    owned = istio_owned(ref, ctx)
     watched = [
         WatchedContainer(name, entry, index, True, join_field(prefix, f"containers[{index}]"))
         for index, (name, entry) in enumerate(zip(names, containers, strict=True))
+        if name not in owned
     ]
     watched.extend(
         WatchedContainer(name, entry, index, False, join_field(prefix, f"initContainers[{index}]"))
         for index, (name, entry) in enumerate(zip(init_names, inits, strict=True))
-        if entry.get("restartPolicy") == SIDECAR_RESTART_POLICY
+        if entry.get("restartPolicy") == SIDECAR_RESTART_POLICY and name not in owned
     )
     return watched
+
+
+def with_original_probes(ref: PodSpecRef, ctx: ErrorContext) -> PodSpecRef:
+    """The pod template as its author wrote the probes, for reading: where Istio's injector
+    pointed them at pilot-agent, the originals from ISTIO_KUBE_APP_PROBERS are put back.
+
+    The same ref when there is nothing to restore. The view shares everything else with the
+    document, so it must not be edited (inject edits `ref` itself).
+    """
+    owned = istio_owned(ref, ctx)
+    if not owned:
+        return ref
+    port = istio.status_port(ref.annotation(istio.STATUS_PORT_ANNOTATION), ctx)
+    restored = istio.restore_app_probes(ref.pod_spec, owned, port, ctx)
+    return ref if restored is None else replace(ref, pod_spec=restored)
+
+
+def istio_owned(ref: PodSpecRef, ctx: ErrorContext) -> frozenset[str]:
+    """The containers Istio's injector added to this pod template (none if it has not injected it)."""
+    return istio.istio_containers(_istio_status(ref), ctx)
+
+
+def _istio_status(ref: PodSpecRef) -> Any:
+    """Istio's status annotation: on the pod template, or on the way to it (`istioctl kube-inject`
+    writes a CronJob's on spec.jobTemplate.metadata)."""
+    value = ref.annotation(istio.STATUS_ANNOTATION)
+    node: Any = ref.obj
+    for key in ref.path[:-2]:
+        if value is not None or not isinstance(node, dict):
+            break
+        node = node.get(key)
+        metadata = node.get("metadata") if isinstance(node, dict) else None
+        annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+        if isinstance(annotations, dict):
+            value = annotations.get(istio.STATUS_ANNOTATION)
+    return value
 
 
 def _entries(

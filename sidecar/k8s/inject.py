@@ -32,6 +32,7 @@ from sidecar.contract import (
     STATUS_INJECTED,
 )
 from sidecar.errors import ErrorContext, quote
+from sidecar.k8s.istio import exclude_before_istio, route_through_pilot_agent, runs_probe
 from sidecar.k8s.options import InjectOptions
 from sidecar.k8s.sidecar_container import sidecar_container
 from sidecar.k8s.sidecar_image import mount_holding, shared_mount
@@ -48,6 +49,7 @@ REWRITABLE_LIVENESS = ("httpGet", "tcpSocket")
 
 KUBELET_MANAGED = "exec probe left to the kubelet, and no port for the sidecar to check instead: kubelet-managed"
 NATIVE_IGNORED_FOR_KNATIVE = "--native-sidecar ignored: Knative takes no restartPolicy on containers"
+ISTIO_RUNS_LIVENESS = "left to Istio's pilot-agent, which already runs it from inside the pod (docs/istio.md)"
 JOB_NEEDS_NATIVE = "a regular sidecar container keeps a Job's pods running; use --native-sidecar (Kubernetes 1.29+)"
 
 __all__ = [
@@ -151,7 +153,10 @@ def _inject_template(ref: PodSpecRef, source: str, options: InjectOptions) -> li
             _add_drain_hook(entry)
         if not spec.observed:
             continue
-        if options.rewrite_liveness:
+        if options.rewrite_liveness and runs_probe(ref, entry, "livenessProbe", ctx):
+            where = ctx.within(f"container {quote(spec.name)}")
+            warnings.append(where.message("livenessProbe", ISTIO_RUNS_LIVENESS))
+        elif options.rewrite_liveness:
             spec = _rewrite_liveness(ref, container, spec, ctx.within(f"container {quote(spec.name)}"))
         specs.append(spec)
 
@@ -174,7 +179,10 @@ def _inject_template(ref: PodSpecRef, source: str, options: InjectOptions) -> li
         pod_spec["containers"].append(added)
     if not ref.knative:
         _cover_drain(pod_spec)
-    _mark_injected(ref)
+    annotations = _pod_annotations(ref)
+    annotations[STATUS_ANNOTATION] = STATUS_INJECTED
+    warnings.extend(route_through_pilot_agent(ref, HEALTH_PORT, ctx))
+    exclude_before_istio(ref, annotations, HEALTH_PORT, ctx)
     return warnings
 
 
@@ -262,7 +270,8 @@ def _exec_mounts(pairs: Sequence[tuple[ContainerSpec, WatchedContainer]]) -> lis
     return mounts
 
 
-def _mark_injected(ref: PodSpecRef) -> None:
+def _pod_annotations(ref: PodSpecRef) -> dict[str, Any]:
+    """The pod template's own annotations, created (metadata first) if it has none."""
     holder = ref.obj if len(ref.path) == 1 else _walk(ref.obj, ref.path[:-1])
     if not isinstance(holder.get("metadata"), dict):
         # Put metadata first, where people look for it, keeping the dict's identity.
@@ -273,7 +282,8 @@ def _mark_injected(ref: PodSpecRef) -> None:
     metadata = holder["metadata"]
     if not isinstance(metadata.get("annotations"), dict):
         metadata["annotations"] = {}
-    metadata["annotations"][STATUS_ANNOTATION] = STATUS_INJECTED
+    annotations: dict[str, Any] = metadata["annotations"]
+    return annotations
 
 
 def _walk(obj: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from sidecar.config.containers import containers_from_document, probe_modes
 from sidecar.config.documents import load_documents
-from sidecar.config.pod_template import PodSpecRef, find_pod_specs, watched_containers
+from sidecar.config.pod_template import PodSpecRef, find_pod_specs, watched_containers, with_original_probes
 from sidecar.contract import CONFIG_ENV, SIDECAR_NAME
 from sidecar.durations import parse_duration
 from sidecar.errors import ConfigError, ErrorContext, quote
@@ -47,6 +47,7 @@ def lint_documents(docs: list[Any], source: str, *, exec_probes: str = "kubelet"
 def lint_template(ref: PodSpecRef, source: str, *, exec_probes: str = "kubelet") -> list[Finding]:
     ctx = ErrorContext(source, ref.label)
     try:
+        ref = with_original_probes(ref, ctx)  # lint what the author wrote, not Istio's rewrites
         watched = watched_containers(ref, ctx)
         deadline = _progress_deadline(ref, ctx)
         modes = None if ref.knative else probe_modes(ref, ctx, [container.name for container in watched])
