@@ -173,6 +173,23 @@ async def test_answer_turns_the_pod_into_what_inject_gives(
         assert canonical(patched(pod, response)) == canonical(expected)
 
 
+async def test_a_pod_istios_webhook_injected_first_gets_its_probes_through_pilot_agent(
+    session: aiohttp.ClientSession, port: int
+) -> None:
+    # Istio's MutatingWebhookConfiguration (istio-sidecar-injector) sorts before ours, so by default
+    # the API server hands us the pod as Istio left it (docs/istio.md#webhook-ordering).
+    path = PEER_MANIFESTS / "istio" / "hello-probes.yaml.injected"
+    template = load_documents(path.read_text(), path.name)[0]["spec"]["template"]
+    metadata = {**template["metadata"], "name": "hello-0", "namespace": "shop"}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
+    expected, _ = inject_object(pod, "admission", InjectOptions())
+    response = await post(session, port, admission_review(copy.deepcopy(pod)))
+    result = patched(pod, response)
+    assert canonical(result) == canonical(expected)
+    ours = next(c for c in result["spec"]["containers"] if c["name"] == "readiness-sidecar")
+    assert ours["readinessProbe"]["httpGet"] == {"path": "/app-health/readiness-sidecar/readyz", "port": 15020}
+
+
 async def test_tcp_probe_pod_is_patched(session: aiohttp.ClientSession, port: int) -> None:
     pod = peer_pod()
     result = patched(pod, await post(session, port, admission_review(copy.deepcopy(pod))))
