@@ -24,6 +24,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, TypeGuard
 
+from sidecar.config.names import container_named
 from sidecar.errors import ErrorContext, quote
 
 # Set by Istio's injector on the pod template: what it added, as JSON.
@@ -95,12 +96,7 @@ def rewrites_probes(value: Any) -> bool:
 
 def find_proxy(pod_spec: Mapping[str, Any]) -> dict[str, Any] | None:
     """The istio-proxy container, in containers (classic) or initContainers (native sidecar)."""
-    for key in ("containers", "initContainers"):
-        entries = pod_spec.get(key)
-        for entry in entries if isinstance(entries, list) else ():
-            if isinstance(entry, dict) and entry.get("name") == PROXY_CONTAINER:
-                return entry
-    return None
+    return container_named(pod_spec, PROXY_CONTAINER)
 
 
 def app_probers(pod_spec: Mapping[str, Any], ctx: ErrorContext) -> dict[str, Any]:

@@ -10,7 +10,8 @@ every source (manifest, containers file, `--probe`) is held to the Kubernetes ru
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence, Set
+from collections.abc import Mapping, Sequence, Set
+from typing import Any
 
 from sidecar.errors import ErrorContext, quote
 
@@ -56,3 +57,14 @@ def knative_default_names(given: Sequence[str | None], taken: Set[str], base: st
                     break
         names.append(candidate)
     return names
+
+
+def container_named(pod_spec: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+    """The container or init container called `name`, in a pod spec of any shape (it may not
+    be validated yet: inject --force goes past lint errors)."""
+    for key in ("containers", "initContainers"):
+        entries = pod_spec.get(key)
+        for entry in entries if isinstance(entries, list) else ():
+            if isinstance(entry, dict) and entry.get("name") == name:
+                return entry
+    return None

@@ -19,6 +19,7 @@ from typing import Any
 from probes.spec import ExecSpec
 from sidecar.config.containers import LoadedContainers, containers_from_pod
 from sidecar.config.encode import compact_json, containers_document
+from sidecar.config.names import container_named
 from sidecar.config.pod_template import PodSpecRef, WatchedContainer, find_pod_specs, watched_containers
 from sidecar.config.probe import convert_probe, pod_container_context
 from sidecar.config.schema import HANDLER_KEYS, handler_keys
@@ -86,13 +87,7 @@ def inject_documents(docs: Sequence[Any], source: str, options: InjectOptions) -
 
 def sidecar_entry(pod_spec: dict[str, Any]) -> dict[str, Any] | None:
     """The container inject added (a container or init container named SIDECAR_NAME), if any."""
-    # Runs before the pod spec is validated (inject --force goes past lint errors): any shape.
-    for key in ("containers", "initContainers"):
-        entries = pod_spec.get(key)
-        for entry in entries if isinstance(entries, list) else ():
-            if isinstance(entry, dict) and entry.get("name") == SIDECAR_NAME:
-                return entry
-    return None
+    return container_named(pod_spec, SIDECAR_NAME)
 
 
 def is_injected(pod_spec: dict[str, Any]) -> bool:

@@ -32,6 +32,7 @@ from sidecar.k8s.inject import InjectOptions, inject_documents, sidecar_entry
 from sidecar.k8s.lint import lint_documents
 from sidecar.runtime.settings import RunSettings
 from tests.conftest import PEER_MANIFESTS, sidecar_cmd
+from tests.serve.test_contract_routes import http_gets
 
 FIXTURES = PEER_MANIFESTS / "istio"
 INPUTS = sorted(FIXTURES.glob("*.yaml"))
@@ -78,18 +79,7 @@ def app_probers(pod_spec: dict[str, Any]) -> dict[str, Any]:
 
 def kubelet_http_gets(pod_spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     """(container, probe or hook, httpGet) for every httpGet the kubelet sends, but Istio's own."""
-    found = []
-    for key in ("containers", "initContainers"):
-        for c in pod_spec.get(key) or []:
-            if c["name"] in ISTIO_NAMES:
-                continue
-            for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
-                if (action := (c.get(probe) or {}).get("httpGet")) is not None:
-                    found.append((c["name"], probe, action))
-            for hook in ("preStop", "postStart"):
-                if (action := ((c.get("lifecycle") or {}).get(hook) or {}).get("httpGet")) is not None:
-                    found.append((c["name"], hook, action))
-    return found
+    return [(c, where, action) for c, where, action in http_gets(pod_spec) if c not in ISTIO_NAMES]
 
 
 # -- inject after Istio: the .injected fixtures ---------------------------------------------
