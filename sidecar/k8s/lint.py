@@ -163,7 +163,8 @@ def _injected_config(ref: PodSpecRef) -> Mapping[str, ContainerSpec] | None:
     for env in entry.get("env") or []:
         if isinstance(env, dict) and env.get("name") == CONFIG_ENV and isinstance(env.get("value"), str):
             try:
-                docs = load_documents(env["value"], CONFIG_ENV)
+                # str(): a round-trip read gives a ScalarString, which libyaml does not take.
+                docs = load_documents(str(env["value"]), CONFIG_ENV)
                 loaded = containers_from_document(docs[0], ErrorContext(CONFIG_ENV), CONFIG_ENV)
             except (ConfigError, IndexError):
                 return {}

@@ -59,7 +59,8 @@ def sarif_log(findings: Sequence[Finding]) -> dict[str, Any]:
 
 def _result(finding: Finding) -> dict[str, Any]:
     # The text line but for the file, line, severity and rule, which have fields of their own.
-    container = f" container {quote(finding.container)}" if finding.container else ""
+    container = f"container {quote(finding.container)}" if finding.container else ""
+    text = ": ".join(part for part in (finding.obj, container, finding.message) if part)
     # The file as given, made a URI reference: "deploy/web.yaml" stays, "<stdin>" is escaped.
     location: dict[str, Any] = {"artifactLocation": {"uri": uri_quote(finding.source, safe="/")}}
     if finding.line is not None:
@@ -68,6 +69,6 @@ def _result(finding: Finding) -> dict[str, Any]:
         "ruleId": finding.rule,
         "ruleIndex": _RULE_INDEX[finding.rule],
         "level": finding.severity,  # "error" and "warning" are SARIF levels too
-        "message": {"text": f"{finding.obj}{container}: {finding.message}"},
+        "message": {"text": text},
         "locations": [{"physicalLocation": location}],
     }
