@@ -401,3 +401,37 @@ def test_an_injected_config_in_double_quotes_is_read_like_any_other(sidecar_env:
     done = run_cli("lint", "--format", "json", env=sidecar_env, stdin="\n".join(lines) + "\n")
     assert done.returncode == 0, done.stderr
     assert keyed(json.loads(done.stdout)["findings"]) == {("Deployment/api", "api", "custom-prestop")}
+
+
+SLOW_DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: slow}
+spec:
+  selector: {matchLabels: {app: slow}}
+  template:
+    metadata: {labels: {app: slow}}
+    spec:
+      containers:
+        - name: app
+          image: x
+          readinessProbe: {httpGet: {path: /ready, port: 8080}}
+          # A long start on purpose (Istio gives its proxy 600 tries): 300 x (2 s + 1 s) >= the 600 s default.
+          startupProbe: {tcpSocket: {port: 8080}, periodSeconds: 2, failureThreshold: 300}
+"""
+
+
+def test_a_deployment_past_its_progress_deadline_is_warned_about_not_refused(sidecar_env: dict[str, str]) -> None:
+    # Past progressDeadlineSeconds a Deployment only gets Progressing=False and keeps
+    # rolling out (kubernetes pkg/controller/deployment/progress.go): a warning.
+    lint = run_cli("lint", env=sidecar_env, stdin=SLOW_DEPLOYMENT)
+    assert lint.returncode == 0
+    (line,) = lint.stdout.splitlines()
+    assert line.startswith('<stdin>:14: warning: Deployment/slow: container "app": startup-exceeds-progress-deadline:')
+    assert run_cli("lint", "--fail-on", "warning", env=sidecar_env, stdin=SLOW_DEPLOYMENT).returncode == 1
+    inject = run_cli("inject", env=sidecar_env, stdin=SLOW_DEPLOYMENT)
+    assert inject.returncode == 0, inject.stderr
+    assert "startup-exceeds-progress-deadline" in inject.stderr and "refusing" not in inject.stderr
+    # The same probe on a Knative Service: its revision fails at the deadline, an error.
+    knative = run_cli("lint", env=sidecar_env, stdin=(LINT_DATA / "startup-over-deadline.yaml").read_text())
+    assert knative.returncode == 1 and ": error: Service/slow-start:" in knative.stdout
