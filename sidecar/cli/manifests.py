@@ -14,6 +14,7 @@ from sidecar.cli.parser import inject_options
 from sidecar.config.documents import dump_documents, read_manifest
 from sidecar.k8s.inject import inject_documents, probe_mode_lines
 from sidecar.k8s.lint import lint_documents
+from sidecar.k8s.lint_sarif import sarif_log
 
 
 def inject_command(args: argparse.Namespace) -> int:
@@ -39,10 +40,13 @@ def inject_command(args: argparse.Namespace) -> int:
 
 
 def lint_command(args: argparse.Namespace) -> int:
-    manifest = read_manifest(args.filename, sys.stdin.buffer)
+    """Findings on stdout (text, JSON or SARIF), the count on stderr; 1 if any reaches --fail-on."""
+    manifest = read_manifest(args.filename, sys.stdin.buffer, round_trip=True)
     findings = lint_documents(manifest.docs, manifest.source, exec_probes=args.exec_probes)
     errors = sum(finding.is_error for finding in findings)
-    if args.format == "json":
+    if args.format == "sarif":
+        print(json.dumps(sarif_log(findings), indent=2, ensure_ascii=False))
+    elif args.format == "json":
         doc = {
             "findings": [finding.to_json() for finding in findings],
             "errors": errors,
@@ -54,4 +58,4 @@ def lint_command(args: argparse.Namespace) -> int:
             print(finding)
         if findings:
             print(f"{errors} error(s), {len(findings) - errors} warning(s)", file=sys.stderr)
-    return 1 if errors else 0
+    return 1 if any(finding.at_least(args.fail_on) for finding in findings) else 0

@@ -12,6 +12,7 @@ import sys
 
 from sidecar import __version__
 from sidecar.contract import CONFIG_FILE_ENV, DEFAULT_DRAIN_SECONDS, WEBHOOK_PORT
+from sidecar.k8s.lint_rules import ERROR, SEVERITIES
 from sidecar.k8s.options import DEFAULT_IMAGE, EXEC_PROBE_MODES, InjectOptions
 
 EXIT_CONFIG_ERROR = 2
@@ -73,7 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     lint = commands.add_parser("lint", help="report probe problems in manifests; exit 1 on errors")
     _add_manifest_input(lint)
-    lint.add_argument("--format", choices=("text", "json"), default="text")
+    lint.add_argument("--format", choices=("text", "json", "sarif"), default="text",
+                      help="text lines (default), JSON, or SARIF 2.1.0 for code-scanning UIs")
+    lint.add_argument("--fail-on", choices=SEVERITIES, default=ERROR,
+                      help="exit 1 when a finding is this severe or more (default error)")
     _add_exec_probes(lint, "lint as if inject ran with this --exec-probes")
 
     webhook = commands.add_parser("webhook", help="serve the mutating admission webhook over TLS")

@@ -7,6 +7,7 @@
     lint               lint_documents: every probe of every container, every finding
     lint_container     the rules that look at one container
     lint_rules         the rule IDs, severities and the Finding type
+    lint_sarif         findings as SARIF 2.1.0, for code-scanning UIs
     admission          AdmissionReview in, AdmissionReview out (no I/O)
     webhook            the HTTPS server around admission
     tls_reload         the webhook's certificate, reloaded when cert-manager rotates it

@@ -3,10 +3,11 @@
 The loader validates only readiness probes, and stops at the first mistake; lint
 reads every probe (readiness, liveness, startup) of every container with the same
 schema structs and reports everything it finds. Rules: sidecar.k8s.lint_rules.
+A pod template's `readiness-sidecar.io/lint-ignore` annotation drops the rules it lists.
 
-    findings = lint_documents(load_documents(text, "svc.yaml"), "svc.yaml")
+    findings = lint_documents(read_manifest("svc.yaml", stdin, round_trip=True).docs, "svc.yaml")
     for finding in findings: print(finding)
-    # svc.yaml: Service/runtime: container "app": liveness-not-covered: livenessProbe (...) ...
+    # svc.yaml:14: warning: Service/runtime: container "app": liveness-not-covered: livenessProbe (...) ...
 """
 
 from __future__ import annotations
@@ -17,16 +18,20 @@ from typing import Any
 from sidecar.config.containers import containers_from_document, probe_modes
 from sidecar.config.documents import load_documents
 from sidecar.config.pod_template import PodSpecRef, find_pod_specs, watched_containers, with_original_probes
-from sidecar.contract import CONFIG_ENV, SIDECAR_NAME
+from sidecar.contract import CONFIG_ENV, LINT_IGNORE_ANNOTATION, SIDECAR_NAME
 from sidecar.durations import parse_duration
-from sidecar.errors import ConfigError, ErrorContext, quote
+from sidecar.errors import ConfigError, ErrorContext, join_field, quote
 from sidecar.k8s.inject import sidecar_entry
-from sidecar.k8s.lint_container import ContainerLint, Deadline, covers, field_problem
-from sidecar.k8s.lint_rules import Finding
+from sidecar.k8s.lint_container import ContainerLint, Deadline, covers, field_line, field_problem, leading_field
+from sidecar.k8s.lint_rules import RULES_BY_ID, Finding
 from sidecar.model import ContainerSpec
 
 PROGRESS_DEADLINE_ANNOTATION = "serving.knative.dev/progress-deadline"
 DEFAULT_PROGRESS_DEADLINE_SECONDS = 600.0  # Knative's config-deployment and a Deployment's default
+# Kinds whose pods run to completion: nothing routes traffic to them, so readiness means nothing.
+RUN_TO_COMPLETION_KINDS = frozenset({"Job", "CronJob"})
+# Any other restartPolicy is a pod that completes; a workload's template is always "Always".
+LONG_RUNNING_RESTART_POLICY = "Always"
 
 __all__ = ["covers", "lint_documents", "lint_template"]
 
@@ -37,7 +42,9 @@ def lint_documents(docs: list[Any], source: str, *, exec_probes: str = "kubelet"
         try:
             refs = find_pod_specs(doc, source)
         except ConfigError as err:
-            findings.append(Finding(source, err.where, "", "invalid-manifest", field_problem(err)))
+            message = field_problem(err)
+            line = field_line(doc, leading_field(message))
+            findings.append(Finding(source, err.where, "", "invalid-manifest", message, line))
             continue
         for ref in refs:
             findings.extend(lint_template(ref, source, exec_probes=exec_probes))
@@ -45,6 +52,13 @@ def lint_documents(docs: list[Any], source: str, *, exec_probes: str = "kubelet"
 
 
 def lint_template(ref: PodSpecRef, source: str, *, exec_probes: str = "kubelet") -> list[Finding]:
+    """Every finding of one pod template, less the rules its lint-ignore annotation lists."""
+    ignored, findings = _lint_ignore(ref, source)
+    findings.extend(_template_findings(ref, source, exec_probes))
+    return [finding for finding in findings if finding.rule not in ignored]
+
+
+def _template_findings(ref: PodSpecRef, source: str, exec_probes: str) -> list[Finding]:
     ctx = ErrorContext(source, ref.label)
     try:
         ref = with_original_probes(ref, ctx)  # lint what the author wrote, not Istio's rewrites
@@ -52,9 +66,11 @@ def lint_template(ref: PodSpecRef, source: str, *, exec_probes: str = "kubelet")
         deadline = _progress_deadline(ref, ctx)
         modes = None if ref.knative else probe_modes(ref, ctx, [container.name for container in watched])
     except ConfigError as err:
-        return [Finding(source, ref.label, "", "invalid-manifest", field_problem(err))]
+        return [_template_finding(ref, source, "invalid-manifest", field_problem(err))]
     injected = _injected_config(ref)
     findings: list[Finding] = []
+    if injected is None and _takes_traffic(ref) and not any(c.entry.get("readinessProbe") for c in watched):
+        findings.append(_no_readiness_probe(ref, source))
     for container in watched:
         if injected is not None and container.name == SIDECAR_NAME:
             continue
@@ -62,6 +78,60 @@ def lint_template(ref: PodSpecRef, source: str, *, exec_probes: str = "kubelet")
         lint = ContainerLint(ref, source, container, deadline, injected, aggressive)
         findings.extend(lint.run(exec_probes=exec_probes))
     return findings
+
+
+def _template_finding(ref: PodSpecRef, source: str, rule: str, message: str) -> Finding:
+    """A finding about the pod template, at the line of the field (from the object) it names."""
+    return Finding(source, ref.label, "", rule, message, field_line(ref.obj, leading_field(message)))
+
+
+def _takes_traffic(ref: PodSpecRef) -> bool:
+    """A long-running core pod: Knative defaults a TCP readiness probe, and pods that complete take no traffic."""
+    if ref.knative or ref.kind in RUN_TO_COMPLETION_KINDS:
+        return False
+    restart_policy = ref.pod_spec.get("restartPolicy", LONG_RUNNING_RESTART_POLICY)
+    return bool(restart_policy == LONG_RUNNING_RESTART_POLICY)
+
+
+def _no_readiness_probe(ref: PodSpecRef, source: str) -> Finding:
+    # The kubelet counts a container without a readinessProbe ready once it runs (and its
+    # startupProbe, if any, succeeded): kubernetes pkg/kubelet/prober/prober_manager.go,
+    # UpdatePodStatus, "no readinessProbe -> always ready".
+    return _template_finding(
+        ref, source, "no-readiness-probe",
+        f"{join_field(ref.field_prefix, 'containers')}: no container has a readinessProbe; the kubelet counts"
+        " each one ready as soon as it starts, so the pod gets traffic before the app can serve it"
+        " (inject gives a container with ports a TCP check in the sidecar)",
+    )  # fmt: skip
+
+
+def _lint_ignore(ref: PodSpecRef, source: str) -> tuple[frozenset[str], list[Finding]]:
+    """The rule IDs the object's and the pod template's lint-ignore annotations list, and
+    a finding for each listed ID that is not a rule."""
+    ignored: set[str] = set()
+    findings: list[Finding] = []
+    prefix = ".".join(ref.path[:-1])  # "" for a Pod, whose template metadata is its own
+    places = [("metadata", ref.metadata)]
+    if ref.pod_metadata is not ref.metadata:
+        places.append((join_field(prefix, "metadata"), ref.pod_metadata))
+    for at, metadata in places:
+        annotations = metadata.get("annotations") or {}
+        if LINT_IGNORE_ANNOTATION not in annotations:
+            continue
+        value = annotations[LINT_IGNORE_ANNOTATION]
+        field = f"{at}.annotations[{LINT_IGNORE_ANNOTATION}]"
+        if not isinstance(value, str):
+            message = f"{field}: expected a string of comma-separated rule IDs, got {quote(value)}"
+            findings.append(_template_finding(ref, source, "invalid-manifest", message))
+            continue
+        for rule in (part.strip() for part in value.split(",")):
+            if not rule:
+                continue
+            ignored.add(rule)
+            if rule not in RULES_BY_ID:
+                message = f"{field}: {quote(rule)} is not a lint rule (docs/lint.md lists them); it ignores nothing"
+                findings.append(_template_finding(ref, source, "unknown-lint-ignore", message))
+    return frozenset(ignored), findings
 
 
 def _progress_deadline(ref: PodSpecRef, ctx: ErrorContext) -> Deadline | None:
@@ -94,7 +164,8 @@ def _injected_config(ref: PodSpecRef) -> Mapping[str, ContainerSpec] | None:
     for env in entry.get("env") or []:
         if isinstance(env, dict) and env.get("name") == CONFIG_ENV and isinstance(env.get("value"), str):
             try:
-                docs = load_documents(env["value"], CONFIG_ENV)
+                # str(): a round-trip read gives a ScalarString, which libyaml does not take.
+                docs = load_documents(str(env["value"]), CONFIG_ENV)
                 loaded = containers_from_document(docs[0], ErrorContext(CONFIG_ENV), CONFIG_ENV)
             except (ConfigError, IndexError):
                 return {}

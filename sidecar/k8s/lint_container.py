@@ -1,27 +1,45 @@
 """lint's checks of one container: its three probes, its preStop, its exec command.
 
+Every finding carries the line of the field its message starts with, as deep as that
+field is in the text (`field_line`); JSON input and plain dicts have no lines.
+
     lint = ContainerLint(ref, "pod.yaml", watched_containers(ref, ctx)[0], Deadline(600, "Knative's default"), None)
     findings = lint.run(exec_probes="kubelet")
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from probes.spec import ExecSpec, GrpcSpec, HandlerSpec, HttpGetSpec, TcpSocketSpec
+from sidecar.config.documents import position
 from sidecar.config.pod_template import PodSpecRef, WatchedContainer
 from sidecar.config.probe import ContainerContext, convert_probe, pod_container_context
 from sidecar.config.schema import PROBE_KINDS, Probe, probe_actions, to_struct
 from sidecar.contract import DRAIN_PATH, HEALTH_PORT, LIVE_PATH
-from sidecar.errors import ConfigError, ErrorContext, quote
-from sidecar.k8s.lint_rules import Finding
+from sidecar.errors import ConfigError, ErrorContext, join_field, quote
+from sidecar.k8s.lint_rules import ERROR, WARNING, Finding
+from sidecar.k8s.sidecar_container import READINESS_PROBE
 from sidecar.k8s.sidecar_image import runs_in_sidecar
 from sidecar.model import DEFAULT_FAILURE_THRESHOLD, DEFAULT_TIMEOUT_SECONDS, KUBELET_PERIOD_SECONDS, ContainerSpec
 
 # In whole seconds, as the API server stores them and lint's messages print them.
 KUBELET_TIMEOUT_SECONDS = int(DEFAULT_TIMEOUT_SECONDS)
+# A longer initialDelaySeconds is a guess at the slowest start, paid on every start: past
+# the kubelet's default failure window (3 x 10 s) a startupProbe sized for that start fits.
+LONG_INITIAL_DELAY_SECONDS = DEFAULT_FAILURE_THRESHOLD * KUBELET_PERIOD_SECONDS
+# AggressivePolicy.steady_period's default (sidecar/runtime/scheduler.py, which k8s may not
+# import): a ready container is probed once a second, and a failure is confirmed in milliseconds.
+SIDECAR_STEADY_PERIOD_SECONDS = 1
+# How long a failing container stays in the endpoints when the sidecar runs its readiness in
+# aggressive mode: the sidecar notices within a steady period, the kubelet's probe of the
+# sidecar (periodSeconds 1, failureThreshold 1) within its own window after that.
+AGGRESSIVE_READINESS_WINDOW_SECONDS = (
+    SIDECAR_STEADY_PERIOD_SECONDS + READINESS_PROBE["periodSeconds"] * READINESS_PROBE["failureThreshold"]
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +70,11 @@ class ContainerLint:
         self.findings: list[Finding] = []
         self.ports = ContainerContext()
         self.knative_sidecar = False
+        self.probes: dict[str, Probe] = {}  # the probes whose fields are valid, by kind
 
-    def add(self, rule: str, message: str) -> None:
-        self.findings.append(Finding(self.source, self.ref.label, self.name, rule, message))
+    def add(self, rule: str, message: str, *, severity: str = "") -> None:
+        line = field_line(self.ref.obj, join_field(self.container.field, leading_field(message)))
+        self.findings.append(Finding(self.source, self.ref.label, self.name, rule, message, line, severity))
 
     def run(self, *, exec_probes: str) -> list[Finding]:
         try:
@@ -65,6 +85,8 @@ class ContainerLint:
         self.knative_sidecar = self.ref.knative and self.ports.default is None
         handlers = {kind: self._probe(kind) for kind in PROBE_KINDS if self.entry.get(kind) is not None}
         self._liveness_covered(handlers)
+        self._initial_delays()
+        self._liveness_window()
         if self.container.in_containers:
             self._custom_prestop()
         readiness = handlers.get("readinessProbe")
@@ -102,6 +124,7 @@ class ContainerLint:
             self.add("sidecar-probe-without-port", f"{kind}: no handler; Knative has no port to default it to here")
         if len(self.findings) > found:
             return None
+        self.probes[kind] = probe
         self._timing(kind, probe)
         try:
             handler, _ = convert_probe(raw, self.ctx, kind, self.ports)
@@ -134,13 +157,72 @@ class ContainerLint:
             failures = probe.failure_threshold or DEFAULT_FAILURE_THRESHOLD
             worst = delay + failures * period + failures * timeout
             if worst >= self.deadline.seconds:
+                # A Knative revision that misses its deadline fails; a Deployment only gets a
+                # condition and keeps rolling out (kubernetes pkg/controller/deployment/progress.go).
+                outcome = (
+                    "the rollout fails before startup can succeed"
+                    if self.ref.knative
+                    else "the rollout is reported failed (Progressing=False, ProgressDeadlineExceeded)"
+                    " before startup can succeed, though it goes on"
+                )
                 self.add(
                     "startup-exceeds-progress-deadline",
                     f"startupProbe: worst case {worst} s (initialDelaySeconds {delay} + failureThreshold {failures}"
                     f" x (periodSeconds {period} + timeoutSeconds {timeout})) >= progress deadline"
-                    f" {self.deadline.seconds:g} s ({self.deadline.origin});"
-                    " the rollout fails before startup can succeed",
+                    f" {self.deadline.seconds:g} s ({self.deadline.origin}); {outcome}",
+                    severity=ERROR if self.ref.knative else WARNING,
                 )
+
+    def _initial_delays(self) -> None:
+        """A long initialDelaySeconds on readiness or liveness, in a container without a startupProbe."""
+        if self.entry.get("startupProbe") is not None:
+            return
+        delays = {kind: probe.initial_delay_seconds or 0 for kind, probe in self.probes.items()}
+        spec = self.injected.get(self.name) if self.injected is not None else None
+        if spec is not None and self.entry.get("readinessProbe") is None:
+            delays["readinessProbe"] = int(spec.timing.initial_delay)  # the sidecar runs it now
+        for kind in ("readinessProbe", "livenessProbe"):
+            delay = delays.get(kind, 0)
+            if delay > LONG_INITIAL_DELAY_SECONDS:
+                self.add(
+                    "initial-delay-use-startup-probe",
+                    f"{kind}.initialDelaySeconds: {delay} s is waited on every start, however fast the app is;"
+                    " a startupProbe (failureThreshold x periodSeconds as long as the slowest start) holds"
+                    " readiness and liveness off only until the app is up",
+                )
+
+    def _liveness_window(self) -> None:
+        """Liveness must not give up before readiness has taken the pod out of the endpoints."""
+        liveness = self.probes.get("livenessProbe")
+        readiness = self._readiness_window()
+        if liveness is None or readiness is None:
+            return
+        failures = liveness.failure_threshold or DEFAULT_FAILURE_THRESHOLD
+        period = liveness.period_seconds or KUBELET_PERIOD_SECONDS
+        if failures * period < readiness[0]:
+            self.add(
+                "liveness-window-shorter-than-readiness",
+                f"livenessProbe: fails after {failures * period} s (failureThreshold {failures} x periodSeconds"
+                f" {period}), readiness after {readiness[0]} s ({readiness[1]}); the kubelet restarts the"
+                " container while the pod is still in the endpoints, so requests fail",
+            )
+
+    def _readiness_window(self) -> tuple[int, str] | None:
+        """How long a failing readiness check keeps the pod in the endpoints, and how that was counted."""
+        probe = self.probes.get("readinessProbe")
+        spec = self.injected.get(self.name) if self.injected is not None else None
+        if probe is not None:
+            aggressive = self.aggressive if self.aggressive is not None else not probe.period_seconds
+            failures = probe.failure_threshold or DEFAULT_FAILURE_THRESHOLD
+            period = probe.period_seconds or KUBELET_PERIOD_SECONDS
+        elif spec is not None and spec.handler is not None and self.entry.get("readinessProbe") is None:
+            aggressive = spec.timing.aggressive
+            failures, period = spec.timing.failure_threshold, int(spec.timing.period)
+        else:
+            return None
+        if aggressive:
+            return AGGRESSIVE_READINESS_WINDOW_SECONDS, "aggressive mode in the sidecar"
+        return failures * period, f"failureThreshold {failures} x periodSeconds {period}"
 
     def _readiness_check(self, handlers: Mapping[str, HandlerSpec | None]) -> HandlerSpec | None:
         """What checks this container's readiness: its own probe, the sidecar, or Knative's default."""
@@ -221,3 +303,44 @@ def _is_live_route(handler: HandlerSpec, name: str) -> bool:
 
 def field_problem(err: ConfigError) -> str:
     return ": ".join(part for part in (err.field, err.problem) if part)
+
+
+_LEADING_FIELD = re.compile(r"[^\s:(]*")
+_FIELD_STEP = re.compile(r"\[([^\]]*)\]|([^.\[\]]+)")
+
+
+def leading_field(message: str) -> str:
+    """The field a message starts with: "readinessProbe.grpc.port: ..." -> "readinessProbe.grpc.port"."""
+    match = _LEADING_FIELD.match(message)
+    return match[0] if match else ""
+
+
+def field_line(obj: Any, field: str) -> int | None:
+    """The 1-based line of `field` ("spec.containers[0].readinessProbe") in a round-trip object:
+    of its deepest part that is in the text, else of the object itself; None for plain data."""
+    line = _first_line(obj)
+    node = obj
+    for step in _FIELD_STEP.finditer(field):
+        bracketed, name = step[1], step[2]
+        key: str | int = name if bracketed is None else int(bracketed) if bracketed.isdigit() else bracketed
+        if not _has(node, key):
+            break
+        found = position(node, key)
+        node = node[key]
+        if found is not None:
+            line = found[0]
+    return line
+
+
+def _has(node: Any, key: str | int) -> bool:
+    if isinstance(node, dict):
+        return key in node
+    return isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node)
+
+
+def _first_line(obj: Any) -> int | None:
+    """An object's line: where its first key is."""
+    if not isinstance(obj, dict) or not obj:
+        return None
+    found = position(obj, next(iter(obj)))
+    return found[0] if found is not None else None

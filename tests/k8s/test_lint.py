@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
@@ -10,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from probes.spec import GrpcSpec, HttpGetSpec, TcpSocketSpec
-from sidecar.config.documents import load_documents
-from sidecar.k8s.inject import InjectOptions, inject_documents
+from sidecar.config.documents import load_documents, read_manifest
+from sidecar.config.pod_template import find_pod_specs
+from sidecar.k8s.inject import InjectOptions, inject_documents, sidecar_entry
 from sidecar.k8s.lint import covers, lint_documents
 from sidecar.k8s.lint_rules import ERROR, RULES, RULES_BY_ID, WARNING, Finding
 from tests.conftest import DATA, PEER_MANIFESTS, REPO, sidecar_cmd
@@ -20,8 +22,10 @@ LINT_DATA = DATA / "lint"
 
 
 def lint_file(path: Path, exec_probes: str = "kubelet") -> list[str]:
+    """The text lines of `lint -f` on a fixture: read as the CLI reads it, with positions."""
     source = f"tests/data/lint/{path.name}"
-    return [str(f) for f in lint_documents(load_documents(path.read_text(), source), source, exec_probes=exec_probes)]
+    docs = read_manifest(str(path), io.BytesIO(), round_trip=True).docs
+    return [str(f) for f in lint_documents(docs, source, exec_probes=exec_probes)]
 
 
 def lint_text(text: str, exec_probes: str = "kubelet") -> list[Finding]:
@@ -49,7 +53,7 @@ spec: {{template: {{spec: {{containers: [{container}]}}}}}}
 
 def test_startup_probe_at_100_x_10s_against_a_600s_deadline_is_an_error() -> None:
     assert lint_file(LINT_DATA / "startup-over-deadline.yaml") == [
-        'tests/data/lint/startup-over-deadline.yaml: Service/slow-start: container "app":'
+        'tests/data/lint/startup-over-deadline.yaml:21: error: Service/slow-start: container "app":'
         " startup-exceeds-progress-deadline: startupProbe: worst case 1100 s (initialDelaySeconds 0"
         " + failureThreshold 100 x (periodSeconds 10 + timeoutSeconds 1)) >= progress deadline 600 s"
         " (serving.knative.dev/progress-deadline 600s); the rollout fails before startup can succeed"
@@ -58,22 +62,28 @@ def test_startup_probe_at_100_x_10s_against_a_600s_deadline_is_an_error() -> Non
 
 def test_liveness_without_readiness_is_a_warning() -> None:
     assert lint_file(LINT_DATA / "liveness-without-readiness.yaml") == [
-        'tests/data/lint/liveness-without-readiness.yaml: Deployment/web: container "web": liveness-not-covered:'
+        # No container has a readinessProbe: that is a finding about the template too.
+        "tests/data/lint/liveness-without-readiness.yaml:13: warning: Deployment/web: no-readiness-probe:"
+        " spec.template.spec.containers: no container has a readinessProbe; the kubelet counts each one ready as"
+        " soon as it starts, so the pod gets traffic before the app can serve it (inject gives a container with"
+        " ports a TCP check in the sidecar)",
+        'tests/data/lint/liveness-without-readiness.yaml:19: warning: Deployment/web: container "web":'
+        " liveness-not-covered:"
         " livenessProbe (http://127.0.0.1:8080/healthz) is not covered by readiness: the pod stays ready while it"
-        " fails, until the restart breaks connections; check it in readinessProbe too"
+        " fails, until the restart breaks connections; check it in readinessProbe too",
     ]
 
 
 def test_grpc_with_a_named_port_is_an_error() -> None:
     assert lint_file(LINT_DATA / "grpc-named-port.yaml") == [
-        'tests/data/lint/grpc-named-port.yaml: Pod/grpc-server: container "server": grpc-named-port:'
+        'tests/data/lint/grpc-named-port.yaml:14: error: Pod/grpc-server: container "server": grpc-named-port:'
         ' readinessProbe.grpc.port: named port "grpc"; grpc takes a port number only'
     ]
 
 
 def test_a_custom_prestop_is_a_warning() -> None:
     assert lint_file(LINT_DATA / "custom-prestop.yaml") == [
-        'tests/data/lint/custom-prestop.yaml: Deployment/api: container "api": custom-prestop:'
+        'tests/data/lint/custom-prestop.yaml:23: warning: Deployment/api: container "api": custom-prestop:'
         " lifecycle.preStop: the sidecar's drain (/wait-for-drain) replaces it; inject keeps this hook,"
         " so the container will not wait for the drain"
     ]
@@ -163,10 +173,16 @@ def test_exec_not_on_the_sidecar_image_warns_only_when_exec_probes_go_to_the_sid
 
 
 def test_progress_deadline_is_knatives_default_or_a_deployments_and_absent_for_a_pod() -> None:
-    slow = "startupProbe: {tcpSocket: {port: 80}, periodSeconds: 60, failureThreshold: 10}"  # 610 s
+    slow = (
+        "readinessProbe: {tcpSocket: {port: 80}},"
+        " startupProbe: {tcpSocket: {port: 80}, periodSeconds: 60, failureThreshold: 10}"  # 610 s
+    )
     knative = pod("{image: x, ports: [{containerPort: 80}], " + slow + "}", kind="Knative")
     assert rules_of(knative) == ["startup-exceeds-progress-deadline"]
-    assert "(Knative's default)" in lint_text(knative)[0].message
+    (missed,) = lint_text(knative)
+    assert "(Knative's default)" in missed.message
+    # A revision that misses its progress deadline fails (Knative's revision reconciler).
+    assert missed.severity == ERROR and missed.message.endswith("the rollout fails before startup can succeed")
     longer = knative.replace("metadata: {name: svc}",
                              "metadata: {name: svc, annotations: {serving.knative.dev/progress-deadline: 15m}}")
     assert rules_of(longer) == []
@@ -184,7 +200,12 @@ spec:
     spec: {{containers: [{{name: a, image: x, ports: [{{containerPort: 80}}], {slow}}}]}}
 """
     assert rules_of(deployment) == []
-    assert rules_of(deployment.replace("900", "600")) == ["startup-exceeds-progress-deadline"]
+    (late,) = lint_text(deployment.replace("900", "600"))
+    assert late.rule == "startup-exceeds-progress-deadline"
+    # A Deployment past progressDeadlineSeconds only gets Progressing=False (reason
+    # ProgressDeadlineExceeded) and goes on rolling out: kubernetes
+    # pkg/controller/deployment/progress.go. So a warning, not an error.
+    assert late.severity == WARNING and "Progressing=False" in late.message
 
 
 def test_bad_progress_deadline_annotation_is_reported_not_raised() -> None:
@@ -233,15 +254,22 @@ def test_injected_output_has_no_findings_the_input_did_not_have(path: Path) -> N
     for options in (InjectOptions(), InjectOptions(native_sidecar=True, rewrite_liveness=True)):
         injected, _ = inject_documents(docs, path.name, options)
         after = [(f.container, f.rule) for f in lint_documents(injected, path.name)]
-        assert after == before, "the drain hook, the sidecar and /live/<c> are not findings"
+        # The one finding inject takes away: a pod without a readinessProbe that it injected
+        # (it had a port to watch) is ready only when the sidecar's own readinessProbe says so.
+        sidecar_added = any(sidecar_entry(ref.pod_spec) for doc in injected for ref in find_pod_specs(doc, path.name))
+        expected = [f for f in before if not (sidecar_added and f[1] == "no-readiness-probe")]
+        assert after == expected, "the drain hook, the sidecar and /live/<c> are not findings"
 
 
-def test_real_peer_manifests_only_draw_the_liveness_warning() -> None:
+def test_real_peer_manifests_draw_only_the_missing_readiness_warnings() -> None:
     findings = [f for path in REAL for f in lint_documents(load_documents(path.read_text(), path.name), path.name)]
-    assert {f.rule for f in findings} == {"liveness-not-covered"}
-    assert {f.obj for f in findings} == {
-        "Pod/liveness-exec", "Pod/etcd-with-grpc", "Pod/liveness-http", "Pod/pod-with-http-healthcheck",
-    }
+    assert {f.rule for f in findings} == {"liveness-not-covered", "no-readiness-probe"}
+    # The upstream liveness examples: each pod has a livenessProbe and no readinessProbe.
+    for rule in ("liveness-not-covered", "no-readiness-probe"):
+        assert {f.obj for f in findings if f.rule == rule} == {
+            "Pod/liveness-exec", "Pod/etcd-with-grpc", "Pod/liveness-http", "Pod/pod-with-http-healthcheck",
+        }, rule
+    assert {f.severity for f in findings} == {WARNING}
 
 
 # -- docs and the command line -------------------------------------------------------
@@ -266,7 +294,7 @@ def test_cli_exit_codes_1_on_errors_0_on_warnings_2_when_unreadable(sidecar_env:
     assert errors.stderr == "1 error(s), 0 warning(s)\n"
     warnings = run_lint(stdin=(LINT_DATA / "custom-prestop.yaml").read_text(), env=sidecar_env)
     assert warnings.returncode == 0
-    assert warnings.stdout.startswith('<stdin>: Deployment/api: container "api": custom-prestop: ')
+    assert warnings.stdout.startswith('<stdin>:23: warning: Deployment/api: container "api": custom-prestop: ')
     unreadable = run_lint("-f", "/nonexistent/x.yaml", env=sidecar_env)
     assert (unreadable.returncode, unreadable.stdout) == (2, "")
     assert unreadable.stderr == "/nonexistent/x.yaml: cannot read: No such file or directory\n"
