@@ -20,10 +20,10 @@ from sidecar.k8s.lint_rules import RULES, Finding
 
 SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
-# Where docs/lint.md is read on the web; each rule's helpUri is its section there.
-# The project has no published URL yet: this is the one place to change when it does.
-PROJECT_URL = "https://github.com/readiness-sidecar/readiness-sidecar"
-LINT_DOCS_URL = f"{PROJECT_URL}/blob/main/docs/lint.md"
+# The project has no published web address, so the log carries no informationUri or helpUri
+# (SARIF wants absolute URIs there, and an invented one would lead nowhere). Each rule's
+# `help` names its section of docs/lint.md instead, which code-scanning UIs show as text.
+LINT_DOCS = "docs/lint.md"
 
 _RULE_INDEX = {rule.id: index for index, rule in enumerate(RULES)}
 
@@ -39,12 +39,11 @@ def sarif_log(findings: Sequence[Finding]) -> dict[str, Any]:
                     "driver": {
                         "name": SIDECAR_NAME,
                         "version": __version__,
-                        "informationUri": PROJECT_URL,
                         "rules": [
                             {
                                 "id": rule.id,
                                 "shortDescription": {"text": rule.summary},
-                                "helpUri": f"{LINT_DOCS_URL}#{rule.id}",
+                                "help": {"text": f"{rule.summary}. Example and fix: {LINT_DOCS}#{rule.id}"},
                                 "defaultConfiguration": {"level": rule.severity},
                             }
                             for rule in RULES
