@@ -70,10 +70,10 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _inject_and_lint(path: Path, force: bool) -> None:
-    for fmt in ("text", "json"):
+    for fmt in ("text", "json", "sarif"):
         code, out, err = run_cli(["lint", "-f", str(path), "--format", fmt])
         assert_clean_exit(code, err)
-        if fmt == "json" and code != 2:
+        if fmt in ("json", "sarif") and code != 2:
             json.loads(out)
         elif fmt == "text":
             assert all(line.isprintable() for line in out.splitlines()), out
