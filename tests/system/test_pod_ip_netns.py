@@ -1,0 +1,122 @@
+"""--probe-host pod-ip in a real pod network: an app bound only to the pod IP, seen from the node.
+
+The kubelet probes a container at the pod IP from the node (kubernetes
+pkg/kubelet/prober/prober.go, `runProbe`: httpGet and tcpSocket default their host to
+`status.PodIP`, grpc always uses it); the sidecar, inside the pod, probes 127.0.0.1 unless
+told `--probe-host pod-ip`. So an app that binds only the pod IP is ready to the kubelet
+and refused to the default sidecar. The pod is a dual-stack network namespace
+(tests/system/test_ipv6_netns.py's `_pod_network`); the app is `http.server` bound to one of
+its addresses, IPv4 or IPv6, and two sidecars run beside it, one with the default and one
+with pod-ip and POD_IP set as the downward API would. The node reads both over the pod IP.
+Needs root and iproute2; otherwise `require_peer` skips (laptop) or fails (CI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from probes import build_probe
+from probes.spec import HttpGetSpec, join_host_port
+from sidecar.contract import POD_IP_ENV, READY_CONTAINER_PATH, STATUS_PATH
+from tests.sidecar_process import PORTS_TO_STDOUT
+from tests.system.test_ipv6_netns import _pod_network
+from tests.system.test_pod_netns_e2e import START_TIMEOUT, PodProcesses, _ok, _wait_for
+
+APP_PORT = 18090
+# The two sidecars share the pod's network namespace: each its own health port, nothing else.
+DEFAULT_HEALTH_PORT = 8550
+POD_IP_HEALTH_PORT = 8560
+
+
+@pytest.fixture(params=["ipv4", "ipv6"])
+async def pod(
+    request: pytest.FixtureRequest, sidecar_env: dict[str, str], tmp_path: Path
+) -> AsyncIterator[tuple[PodProcesses, str]]:
+    """(the pod's processes, the pod IP the app binds): the IPv4 or the IPv6 address of a dual-stack pod."""
+    networks = _pod_network(ipv4=True)
+    network, pod_v4 = next(networks)
+    assert pod_v4 is not None
+    processes = PodProcesses(network, sidecar_env, tmp_path)
+    try:
+        yield processes, pod_v4 if request.param == "ipv4" else network.pod_ip
+    finally:
+        await processes.kill_all()
+        networks.close()
+
+
+async def _start_sidecar(pod: PodProcesses, name: str, health_port: int, pod_ip: str | None = None) -> None:
+    """`run` probing web=http://:APP_PORT/; with `pod_ip`, --probe-host pod-ip and POD_IP set to it."""
+    # `env` execs the sidecar, so the pid `ip netns exec` started is still the sidecar's.
+    with_pod_ip = ("env", f"{POD_IP_ENV}={pod_ip}") if pod_ip else ()
+    flags = ("--probe-host", "pod-ip") if pod_ip else ()
+    process = await pod.start(
+        name,
+        *with_pod_ip,
+        sys.executable,
+        "-m",
+        "sidecar",
+        "run",
+        *PORTS_TO_STDOUT,
+        *flags,
+        "--health-port",
+        str(health_port),
+        "--grpc-port",
+        "off",
+        "--metrics-port",
+        "off",
+        "--probe",
+        f"web=http://:{APP_PORT}/",
+        read_stdout=True,
+    )
+    assert process.stdout is not None
+    async with asyncio.timeout(START_TIMEOUT):
+        line = await process.stdout.readline()
+    assert json.loads(line)["health"] == health_port, pod.logs()
+
+
+async def _get_json(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+    async with session.get(url) as answer:
+        return answer.status, await answer.json()
+
+
+async def _container_from_node(session: aiohttp.ClientSession, pod_ip: str, port: int) -> dict[str, Any]:
+    """/ready/web as the node sees it, once the first attempt has an answer (not "pending")."""
+    url = f"http://{join_host_port(pod_ip, port)}{READY_CONTAINER_PATH.format(container='web')}"
+    async with asyncio.timeout(START_TIMEOUT):
+        while True:
+            status, doc = await _get_json(session, url)
+            if doc["status"] != "pending":
+                return {"http": status, **doc}
+            await asyncio.sleep(0.05)
+
+
+async def test_an_app_bound_only_to_the_pod_ip_is_ready_with_pod_ip_and_refused_by_default(
+    pod: tuple[PodProcesses, str],
+) -> None:
+    processes, pod_ip = pod
+    await processes.start("app", sys.executable, "-m", "http.server", str(APP_PORT), "--bind", pod_ip)
+    # The kubelet's view first: from the node, the app answers at the pod IP.
+    result, _ = await _wait_for(build_probe(HttpGetSpec(port=APP_PORT, host=pod_ip)), _ok, START_TIMEOUT)
+    assert result.outcome.ok, f"the app never answered at {pod_ip}: {result.message}\n{processes.logs()}"
+
+    await _start_sidecar(processes, "default", DEFAULT_HEALTH_PORT)
+    await _start_sidecar(processes, "pod-ip", POD_IP_HEALTH_PORT, pod_ip)
+    async with aiohttp.ClientSession() as session:
+        default = await _container_from_node(session, processes.pod.pod_ip, DEFAULT_HEALTH_PORT)
+        assert default["ready"] is False and default["http"] == 503, (default, processes.logs())
+        assert default["reason"] == f"connect ECONNREFUSED 127.0.0.1:{APP_PORT}", processes.logs()
+
+        with_pod_ip = await _container_from_node(session, processes.pod.pod_ip, POD_IP_HEALTH_PORT)
+        ready = {"http": 200, "container": "web", "ready": True, "status": "ready"}
+        assert with_pod_ip == ready, (with_pod_ip, processes.logs())
+        status_url = f"http://{join_host_port(processes.pod.pod_ip, POD_IP_HEALTH_PORT)}{STATUS_PATH}"
+        _, status = await _get_json(session, status_url)
+    assert [c["target"] for c in status["containers"]] == [f"http://{join_host_port(pod_ip, APP_PORT)}/"]
