@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from sidecar.contract import POD_IP_ENV, PROBE_HOST_ENV
+from sidecar.contract import CONFIG_ENV, POD_IP_ENV, PROBE_HOST_ENV
 from tests.conftest import sidecar_cmd
 from tests.sidecar_process import SidecarProcess
 
@@ -155,3 +155,41 @@ async def test_run_with_pod_ip_gets_ready_and_shows_the_pod_ip_target_in_status_
         assert f"web: probing httpGet {target}" in await car.wait_for_log(lambda line: "probing" in line)
     finally:
         await car.stop()
+
+
+async def test_what_inject_writes_follows_the_setting_in_the_pod(app: PodIpApp, sidecar_env: dict[str, str]) -> None:
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web"},
+        "spec": {
+            "containers": [
+                {
+                    "name": "app",
+                    "image": "app:1",
+                    "readinessProbe": {"httpGet": {"port": app.port, "path": "/ready"}},
+                }
+            ]
+        },
+    }
+    injected = await asyncio.to_thread(
+        subprocess.run,
+        sidecar_cmd("inject"),
+        input=json.dumps(manifest),
+        capture_output=True,
+        text=True,
+        env=sidecar_env,
+        timeout=60,
+    )
+    assert injected.returncode == 0, injected.stderr
+    pod = json.loads(injected.stdout)
+    sidecar = next(c for c in pod["spec"]["containers"] if c["name"] == "readiness-sidecar")
+    config = next(e["value"] for e in sidecar["env"] if e["name"] == CONFIG_ENV)
+    # No host written for a probe that named none: the sidecar's --probe-host decides.
+    assert "host" not in json.loads(config)["containers"][0]["readinessProbe"]["httpGet"]
+
+    env = {**sidecar_env, CONFIG_ENV: config, POD_IP_ENV: STAND_IN_POD_IP}
+    default = await cli(env, "check", "--json")
+    pod_ip = await cli(env, "check", "--json", "--probe-host", "pod-ip")
+    assert (default.returncode, pod_ip.returncode) == (1, 0), (default.stdout, pod_ip.stderr)
+    assert one_row(pod_ip)["target"] == f"http://{STAND_IN_POD_IP}:{app.port}/ready"
