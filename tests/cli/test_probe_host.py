@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from probes.spec import join_host_port
 from sidecar.contract import CONFIG_ENV, POD_IP_ENV, PROBE_HOST_ENV
 from tests.conftest import sidecar_cmd
 from tests.sidecar_process import SidecarProcess
@@ -26,9 +27,10 @@ STAND_IN_POD_IP = "127.0.0.2"
 
 
 class PodIpApp:
-    """An aiohttp app listening on STAND_IN_POD_IP only, remembering each request's Host header."""
+    """An aiohttp app listening on one address only, remembering each request's Host header."""
 
-    def __init__(self) -> None:
+    def __init__(self, address: str = STAND_IN_POD_IP) -> None:
+        self.address = address
         self.hosts: list[str] = []
         self.port = 0
         self._runner: web.AppRunner | None = None
@@ -38,7 +40,7 @@ class PodIpApp:
         app.router.add_get("/ready", self._ready)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, STAND_IN_POD_IP, 0)
+        site = web.TCPSite(self._runner, self.address, 0)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
@@ -59,6 +61,15 @@ async def app() -> AsyncIterator[PodIpApp]:
     await served.stop()
 
 
+@pytest.fixture(params=[STAND_IN_POD_IP, "::1"])
+async def any_family_app(request: pytest.FixtureRequest) -> AsyncIterator[PodIpApp]:
+    """The app on 127.0.0.2 or on ::1 (an IPv6 pod IP's stand-in: brackets in targets and Host)."""
+    served = PodIpApp(request.param)
+    await served.start()
+    yield served
+    await served.stop()
+
+
 async def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     command = sidecar_cmd(*args)
     return await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, env=env, timeout=60)
@@ -72,21 +83,22 @@ def one_row(proc: subprocess.CompletedProcess[str]) -> dict[str, object]:
 
 
 async def test_check_misses_an_app_bound_to_the_pod_ip_by_default_and_reaches_it_with_pod_ip(
-    app: PodIpApp, sidecar_env: dict[str, str]
+    any_family_app: PodIpApp, sidecar_env: dict[str, str]
 ) -> None:
+    app = any_family_app
+    env = {**sidecar_env, POD_IP_ENV: app.address}
     probe = f"web=http://:{app.port}/ready"
-    default = await cli({**sidecar_env, POD_IP_ENV: STAND_IN_POD_IP}, "check", "--json", "--probe", probe)
+    default = await cli(env, "check", "--json", "--probe", probe)
     assert default.returncode == 1, default.stderr
     assert one_row(default)["message"] == f"connect ECONNREFUSED 127.0.0.1:{app.port}"
 
-    pod_ip = await cli(
-        {**sidecar_env, POD_IP_ENV: STAND_IN_POD_IP}, "check", "--json", "--probe-host", "pod-ip", "--probe", probe
-    )
+    pod_ip = await cli(env, "check", "--json", "--probe-host", "pod-ip", "--probe", probe)
     assert pod_ip.returncode == 0, pod_ip.stderr
-    assert one_row(pod_ip)["target"] == f"http://{STAND_IN_POD_IP}:{app.port}/ready"
+    authority = join_host_port(app.address, app.port)  # [::1]:port for IPv6
+    assert one_row(pod_ip)["target"] == f"http://{authority}/ready"
     # The kubelet's Host: the URL's host:port unless httpHeaders set one (newProbeRequest,
     # pkg/probe/http/request.go: req.Host = headers.Get("Host"), else Go uses URL.Host).
-    assert app.hosts == [f"{STAND_IN_POD_IP}:{app.port}"]
+    assert app.hosts == [authority]
 
 
 async def test_the_env_var_sets_it_too_and_a_host_header_and_an_explicit_host_are_kept(
