@@ -15,6 +15,7 @@ Needs root and iproute2; otherwise `require_peer` skips (laptop) or fails (CI).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -131,8 +132,9 @@ async def test_apps_bound_only_to_the_pod_ip_are_ready_with_pod_ip_and_refused_b
         "raw": (False, f"connect ECONNREFUSED 127.0.0.1:{TCP_PORT}"),
     }, processes.logs()
     assert ready == 200 and all(c["ready"] for c in with_pod_ip.values()), (with_pod_ip, processes.logs())
+    canonical = str(ipaddress.ip_address(pod_ip))  # the sidecar normalises POD_IP: 059b becomes 59b
     assert {name: c["target"] for name, c in with_pod_ip.items()} == {
-        "web": f"http://{join_host_port(pod_ip, HTTP_PORT)}/",
-        "api": f"grpc://{join_host_port(pod_ip, GRPC_PORT)}",
-        "raw": f"tcp://{join_host_port(pod_ip, TCP_PORT)}",
+        "web": f"http://{join_host_port(canonical, HTTP_PORT)}/",
+        "api": f"grpc://{join_host_port(canonical, GRPC_PORT)}",
+        "raw": f"tcp://{join_host_port(canonical, TCP_PORT)}",
     }
