@@ -49,6 +49,11 @@ CONFIG_FILE_ENV = "READINESS_SIDECAR_CONFIG_FILE"  # -f; READINESS_SIDECAR_CONFI
 KNATIVE_PROBE_ENV = "SERVING_READINESS_PROBE"  # Knative queue-proxy's own, read unchanged
 IMAGE_ENV = "READINESS_SIDECAR_IMAGE"  # the image inject and the webhook add, unless --image says
 POD_IP_ENV = "POD_IP"  # the pod's IP, from the downward API (status.podIP), for --probe-host pod-ip
+# --probe-host: where a probe that names no host goes (docs/behaviour.md#which-address-probes-use).
+PROBE_HOST_ENV = "READINESS_SIDECAR_PROBE_HOST"  # what inject sets for the probe-host annotation
+PROBE_HOST_LOCALHOST = "localhost"  # the default: 127.0.0.1, the pod's loopback
+PROBE_HOST_POD_IP = "pod-ip"  # POD_IP_ENV, as the kubelet's probes go to the pod IP
+PROBE_HOST_CHOICES = (PROBE_HOST_LOCALHOST, PROBE_HOST_POD_IP)
 
 # Pod annotations.
 NOT_REQUIRED_ANNOTATION = "readiness-sidecar.io/not-required"  # containers reported but never gating

@@ -21,6 +21,8 @@ DESCRIPTION = (
     "readiness probe in parallel and serves the result to the kubelet, load balancers and meshes."
 )
 
+# The `run` settings `check` takes as well: the ones that change what a probe reaches.
+CHECK_RUN_SETTINGS = ("probe_host",)
 # One line of --help per `run` setting; the flag and env var names come from RunSettings.
 RUN_SETTING_HELP = {
     "health_port": "HTTP health port: /ready, /status, /healthz, /wait-for-drain (default 8550; 0 = free port)",
@@ -28,6 +30,8 @@ RUN_SETTING_HELP = {
     "metrics_port": "Prometheus /metrics port (default 8552; 'off' disables it)",
     "bind": "address to listen on; default * is every interface, IPv6 and IPv4 on one socket "
     "(0.0.0.0 without IPv6); 0.0.0.0 is IPv4 only, :: IPv6 only",
+    "probe_host": "where probes that name no host go: localhost (default, 127.0.0.1) or pod-ip "
+    "(env POD_IP, from the downward API's status.podIP), as the kubelet's probes go to the pod IP",
     "drain_seconds": f"after SIGTERM, answer not-ready for this long, then exit (default {DEFAULT_DRAIN_SECONDS:g}s)",
     "aggressive_interval": "probe interval while not ready in aggressive mode (default 3ms)",
     "aggressive_timeout": "cap on one attempt's timeout while not ready (default 100ms)",
@@ -54,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="run every probe once, in parallel, and print a table")
     _add_config_sources(check)
+    # check runs in the pod too (a Docker HEALTHCHECK, an exec probe): it probes where run would.
+    _add_run_settings(check, only=CHECK_RUN_SETTINGS)
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
     check.add_argument("--all-containers", action="store_true",
                        help="also report containers marked not required")
@@ -101,14 +107,33 @@ def _add_config_sources(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_run_settings(parser: argparse.ArgumentParser) -> None:
+def _add_run_settings(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
     from sidecar.runtime.settings import RunSettings, env_name, flag_name
 
     for setting in RunSettings.fields():
-        parser.add_argument(
-            flag_name(setting), dest=setting, default=None, metavar="VALUE",
-            help=f"{RUN_SETTING_HELP[setting]} [env {env_name(setting)}]",
-        )
+        if only is None or setting in only:
+            parser.add_argument(
+                flag_name(setting), dest=setting, default=None, metavar="VALUE",
+                help=f"{RUN_SETTING_HELP[setting]} [env {env_name(setting)}]",
+            )
+
+
+def raw_run_settings(args: argparse.Namespace) -> tuple[dict[str, str | None], dict[str, str]]:
+    """The run settings this command has flags for, as text: each flag, else its
+    READINESS_SIDECAR_<FLAG> env var; and where each came from, for RunSettings.from_raw."""
+    from sidecar.runtime.settings import RunSettings, env_name, flag_name
+
+    raw: dict[str, str | None] = {}
+    origin: dict[str, str] = {}
+    for setting in RunSettings.fields():
+        if not hasattr(args, setting):
+            continue  # a flag this command does not take (check has only CHECK_RUN_SETTINGS)
+        flag_value = getattr(args, setting)
+        if flag_value is not None:
+            raw[setting], origin[setting] = flag_value, flag_name(setting)
+        elif (env_value := os.environ.get(env_name(setting))) is not None:
+            raw[setting], origin[setting] = env_value, env_name(setting)
+    return raw, origin
 
 
 def _add_manifest_input(parser: argparse.ArgumentParser) -> None:

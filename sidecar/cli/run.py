@@ -16,10 +16,11 @@ from pathlib import Path
 from probes.spec import join_host_port
 from sidecar import __version__
 from sidecar.app import BoundPorts, Sidecar, event_loop_factory
+from sidecar.cli.parser import raw_run_settings
 from sidecar.contract import READY_PATH, STATUS_PATH, WAIT_PARAM
 from sidecar.errors import ConfigError, one_line
 from sidecar.model import SidecarConfig
-from sidecar.runtime.settings import RunSettings, env_name, flag_name
+from sidecar.runtime.settings import RunSettings
 from sidecar.serve.logs import setup_logging
 from sidecar.signals import on_stop_signals
 
@@ -39,14 +40,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 def run_settings(args: argparse.Namespace) -> RunSettings:
     """Flags first, then READINESS_SIDECAR_<FLAG> env vars; validated once, naming where each came from."""
-    raw: dict[str, str | None] = {}
-    origin: dict[str, str] = {}
-    for setting in RunSettings.fields():
-        flag_value = getattr(args, setting)
-        if flag_value is not None:
-            raw[setting], origin[setting] = flag_value, flag_name(setting)
-        elif (env_value := os.environ.get(env_name(setting))) is not None:
-            raw[setting], origin[setting] = env_value, env_name(setting)
+    raw, origin = raw_run_settings(args)
     if args.demo and "drain_seconds" not in raw:
         raw["drain_seconds"] = DEMO_DRAIN_SECONDS
     return RunSettings.from_raw(raw, origin=origin)
@@ -62,7 +56,7 @@ async def _serve(args: argparse.Namespace, settings: RunSettings, logger: loggin
     else:
         from sidecar.config.loader import load_config
 
-        config = load_config(probe_flags=args.probe, config_file=args.config)
+        config = load_config(probe_flags=args.probe, config_file=args.config, probe_host=settings.probe_host)
     for warning in config.warnings:
         logger.warning("%s", warning)
     sidecar = Sidecar(config, settings, logger=logger)
@@ -93,6 +87,14 @@ def _announce(
         __version__, ports.describe(settings.bind), names,
         "; ".join(config.sources) or "-", settings.drain_seconds,
     )
+    for container in config.containers:
+        # What each probe reaches, as /status shows it: with --probe-host pod-ip, the pod IP.
+        if container.handler is not None:
+            logger.info(
+                "%s: probing %s %s", container.name, container.handler.kind, container.handler.target,
+                extra={"fields": {"container": container.name, "probe": container.handler.kind,
+                                  "target": container.handler.target}},
+            )
     if demo:
         host = _LOOPBACK_FOR.get(settings.bind, settings.bind)
         logger.info("demo: open http://%s%s (or %s, %s?%s=5s); Ctrl-C to stop",

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from probes.spec import HandlerSpec, TcpSocketSpec
+from probes.spec import DEFAULT_HOST, HandlerSpec, TcpSocketSpec
 from sidecar.config.names import check_container_name
 from sidecar.config.pod_template import PodSpecRef, watched_containers, with_original_probes
 from sidecar.config.probe import ContainerContext, container_context, convert_probe, pod_container_context
@@ -56,9 +56,10 @@ class ProbeMode:
     why: str
 
 
-def containers_from_pod(ref: PodSpecRef, source: str) -> LoadedContainers:
+def containers_from_pod(ref: PodSpecRef, source: str, *, default_host: str = DEFAULT_HOST) -> LoadedContainers:
     """The containers of one pod template: spec.containers, then native sidecars, with the
-    probes Istio took over read as their author wrote them."""
+    probes Istio took over read as their author wrote them; a probe that names no host goes
+    to `default_host`."""
     ctx = ErrorContext(source, ref.label)
     ref = with_original_probes(ref, ctx)
     watched = watched_containers(ref, ctx)
@@ -71,7 +72,7 @@ def containers_from_pod(ref: PodSpecRef, source: str) -> LoadedContainers:
     for container in watched:
         container_ctx = ctx.within(f"container {quote(container.name)}")
         _check_fields(container.entry, container_ctx, CONTAINER_FIELDS)
-        ports = pod_container_context(ref, container, container_ctx)
+        ports = pod_container_context(ref, container, container_ctx, host=default_host)
         required = container.name not in not_required
         spec = _container(container.entry, container.name, container_ctx, ports, required, in_manifest=True)
         if spec.handler is None:
@@ -136,8 +137,11 @@ def _scheduled(timing: ProbeTiming, aggressive: bool) -> ProbeTiming:
     return replace(timing, period=timing.period or float(KUBELET_PERIOD_SECONDS))
 
 
-def containers_from_document(doc: object, ctx: ErrorContext, origin: str) -> LoadedContainers:
-    """A containers file (or READINESS_SIDECAR_CONFIG): a mapping with `containers:`."""
+def containers_from_document(
+    doc: object, ctx: ErrorContext, origin: str, *, default_host: str = DEFAULT_HOST
+) -> LoadedContainers:
+    """A containers file (or READINESS_SIDECAR_CONFIG): a mapping with `containers:`; a probe
+    that names no host goes to `default_host`."""
     if not isinstance(doc, dict):
         raise ctx.error("", f"expected a mapping with `containers:`, got {type_words(doc)}")
     for key in doc:
@@ -160,7 +164,7 @@ def containers_from_document(doc: object, ctx: ErrorContext, origin: str) -> Loa
         if name in specs:
             raise container_ctx.error("", "duplicate container name")
         _check_fields(entry, container_ctx, CONTAINERS_FILE_FIELDS)
-        ports = container_context(entry, container_ctx, knative=False, fallback=None)
+        ports = container_context(entry, container_ctx, knative=False, fallback=None, host=default_host)
         required = entry.get("required", True)
         if not isinstance(required, bool):
             raise container_ctx.error("required", f"expected true or false, got {type_words(required)}")
@@ -183,7 +187,7 @@ def _container(
         # Only a containers file hands liveness to the sidecar (inject --rewrite-liveness
         # writes it there); in a manifest liveness belongs to the kubelet.
         liveness, liveness_timing = convert_probe(
-            entry["livenessProbe"], ctx, "livenessProbe", ContainerContext(ports.named, env=ports.env)
+            entry["livenessProbe"], ctx, "livenessProbe", ContainerContext(ports.named, env=ports.env, host=ports.host)
         )
         liveness_timeout = liveness_timing.timeout
 
@@ -194,7 +198,7 @@ def _container(
         return spec(*convert_probe(entry["readinessProbe"], ctx, "readinessProbe", ports))
     if ports.serving is not None:
         # Knative's default readiness probe: TCP on the container's first port.
-        return spec(TcpSocketSpec(port=ports.serving))
+        return spec(TcpSocketSpec(port=ports.serving, host=ports.host))
     if in_manifest:
         return spec(None)
     raise ctx.error("", "no readinessProbe and no ports: nothing to probe")

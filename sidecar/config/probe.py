@@ -58,20 +58,23 @@ class ContainerContext:
     readinessProbe is checked (Knative's default probe, TCP): its first declared port,
     or Knative's 8080. `env` maps the container's env names to their values, for
     `$(VAR)` in exec commands; None for a source that carries no env (`--probe`,
-    SERVING_READINESS_PROBE), whose commands are taken as written.
+    SERVING_READINESS_PROBE), whose commands are taken as written. `host` is where a
+    probe that names no host goes (every grpc probe, which can't name one): the pod's
+    loopback, or its pod IP with --probe-host pod-ip, as the kubelet's probes go to the pod IP.
     """
 
     named: Mapping[str, int] = field(default_factory=dict)
     default: int | None = None
     serving: int | None = None
     env: Mapping[str, str] | None = None
+    host: str = DEFAULT_HOST
 
 
 def container_context(
-    entry: dict[str, Any], ctx: ErrorContext, *, knative: bool, fallback: int | None
+    entry: dict[str, Any], ctx: ErrorContext, *, knative: bool, fallback: int | None, host: str = DEFAULT_HOST
 ) -> ContainerContext:
     """The ContainerContext of one container: its `ports` (`fallback` serves when it declares
-    none) and, if a probe of it runs a command, its `env`.
+    none), if a probe of it runs a command, its `env`, and the `host` probes default to.
 
     ConfigError for malformed ports, a port name used twice, or a malformed env.
     """
@@ -87,7 +90,7 @@ def container_context(
     # Read only where it is used: env of any shape never stops a container without exec probes.
     runs_commands = any("exec" in handler_keys(entry.get(kind)) for kind in PROBE_KINDS)
     env = _static_env(entry.get("env"), ctx) if runs_commands else {}
-    return ContainerContext(named, serving if knative else None, serving, env)
+    return ContainerContext(named, serving if knative else None, serving, env, host)
 
 
 def _static_env(raw: object, ctx: ErrorContext) -> dict[str, str]:
@@ -128,14 +131,16 @@ def expand_command_argument(argument: str, env: Mapping[str, str]) -> str:
     return "".join(out)
 
 
-def pod_container_context(ref: PodSpecRef, container: WatchedContainer, ctx: ErrorContext) -> ContainerContext:
+def pod_container_context(
+    ref: PodSpecRef, container: WatchedContainer, ctx: ErrorContext, *, host: str = DEFAULT_HOST
+) -> ContainerContext:
     """The ContainerContext of a container in a pod template, for any of its probes."""
     users = ref.pod_spec.get("containers") or []
     no_ports_anywhere = not any(isinstance(c, dict) and c.get("ports") for c in users)
     # Knative serves a pod that declares no ports on 8080, from its first container.
     serves_by_default = ref.knative and container.in_containers and container.index == 0 and no_ports_anywhere
     fallback = KNATIVE_DEFAULT_USER_PORT if serves_by_default else None
-    return container_context(container.entry, ctx, knative=ref.knative, fallback=fallback)
+    return container_context(container.entry, ctx, knative=ref.knative, fallback=fallback, host=host)
 
 
 def convert_probe(
@@ -157,7 +162,7 @@ def convert_probe(
         handler = _exec(probe.exec, ctx, join_field(prefix, "exec"), ports.env)
     elif ports.default is not None:
         # Knative gives a handler-less readiness probe a TCP check on the serving port.
-        handler = TcpSocketSpec(port=ports.default)
+        handler = TcpSocketSpec(port=ports.default, host=ports.host)
     else:
         raise ctx.error(prefix, "no handler; set one of httpGet, tcpSocket, grpc or exec")
     return handler, _timing(probe)
@@ -192,7 +197,7 @@ def _http_get(action: HTTPGetAction, ctx: ErrorContext, prefix: str, ports: Cont
     return HttpGetSpec(
         port=resolve_port(action.port, ctx, join_field(prefix, "port"), ports),
         path=path,
-        host=_host(action.host, ctx, join_field(prefix, "host")),
+        host=_host(action.host, ctx, join_field(prefix, "host"), ports.host),
         scheme=scheme,
         headers=tuple(headers),
     )
@@ -201,7 +206,7 @@ def _http_get(action: HTTPGetAction, ctx: ErrorContext, prefix: str, ports: Cont
 def _tcp_socket(action: TCPSocketAction, ctx: ErrorContext, prefix: str, ports: ContainerContext) -> TcpSocketSpec:
     return TcpSocketSpec(
         port=resolve_port(action.port, ctx, join_field(prefix, "port"), ports),
-        host=_host(action.host, ctx, join_field(prefix, "host")),
+        host=_host(action.host, ctx, join_field(prefix, "host"), ports.host),
     )
 
 
@@ -210,7 +215,8 @@ def _grpc(action: GRPCAction, ctx: ErrorContext, prefix: str, ports: ContainerCo
     service = action.service or ""
     if not is_path(service):
         raise ctx.error(join_field(prefix, "service"), f"must not contain control characters: {quote(service)}")
-    return GrpcSpec(port=port, service=service)
+    # corev1's GRPCAction has no host: the kubelet always dials the pod IP.
+    return GrpcSpec(port=port, service=service, host=ports.host)
 
 
 def _exec(action: ExecAction, ctx: ErrorContext, prefix: str, env: Mapping[str, str] | None) -> ExecSpec:
@@ -224,9 +230,11 @@ def _exec(action: ExecAction, ctx: ErrorContext, prefix: str, env: Mapping[str, 
     return ExecSpec(command=tuple(command))
 
 
-def _host(host: str | None, ctx: ErrorContext, field_path: str) -> str:
+def _host(host: str | None, ctx: ErrorContext, field_path: str, default: str) -> str:
+    """The host a probe names, else `default`: as the kubelet's "" means the pod IP
+    (kubernetes pkg/probe/http/request.go, pkg/kubelet/prober/prober.go)."""
     if not host:
-        return DEFAULT_HOST
+        return default
     if not is_host(host):
         raise ctx.error(field_path, f"must not contain spaces, '/', '[]@?#' or control characters: {quote(host)}")
     return host

@@ -7,7 +7,7 @@
 
 SPEC is an `http://`, `https://`, `tcp://` or `grpc://` URL, or `exec:` followed by
 a command line split as a POSIX shell splits words (no shell runs it). An empty
-host means 127.0.0.1; http and https default to ports 80 and 443, tcp and grpc
+host means 127.0.0.1 (the pod IP with --probe-host pod-ip); http and https default to ports 80 and 443, tcp and grpc
 need one. Options come last: an exec command may itself contain `;`, so options
 are taken from the end only while the tail looks like `;known_option=value`.
 Option values cannot contain `;`.
@@ -44,15 +44,15 @@ def flag_context(flag: str) -> ErrorContext:
     return ErrorContext(f"{FLAG_SOURCE} {quote(flag)}")
 
 
-def parse_probe_flag(flag: str) -> ContainerSpec:
-    """One `--probe` value as a ContainerSpec; ConfigError for any mistake."""
+def parse_probe_flag(flag: str, *, default_host: str = DEFAULT_HOST) -> ContainerSpec:
+    """One `--probe` value as a ContainerSpec, an empty host meaning `default_host`; ConfigError for any mistake."""
     ctx = flag_context(flag)
     name, sep, spec = flag.partition("=")
     if not sep:
         raise ctx.error("", "expected NAME=SPEC, e.g. web=http://:8080/ready")
     check_container_name(name, ctx, "")
     target, options = _split_options(spec, ctx)
-    handler = _handler(target, ctx)
+    handler = _handler(target, ctx, default_host)
     settings = _Settings()
     for key, value in options:
         settings.apply(key, value, ctx, handler)
@@ -83,7 +83,7 @@ def _split_options(spec: str, ctx: ErrorContext) -> tuple[str, list[tuple[str, s
     return rest, options
 
 
-def _handler(target: str, ctx: ErrorContext) -> HandlerSpec:
+def _handler(target: str, ctx: ErrorContext, default_host: str) -> HandlerSpec:
     if target[:5].lower() == "exec:":
         return _exec(target[5:], ctx)
     scheme, sep, rest = target.partition("://")
@@ -95,6 +95,7 @@ def _handler(target: str, ctx: ErrorContext) -> HandlerSpec:
     cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
     netloc, tail = rest[:cut], rest[cut:]
     host, port = _host_port(netloc, ctx, _DEFAULT_PORTS.get(scheme), scheme)
+    host = host or default_host
     if scheme in ("http", "https"):
         path = tail if tail.startswith("/") else "/" + tail
         if not is_path(path) or " " in path:
@@ -112,6 +113,7 @@ def _handler(target: str, ctx: ErrorContext) -> HandlerSpec:
 
 
 def _host_port(netloc: str, ctx: ErrorContext, default_port: int | None, scheme: str) -> tuple[str, int]:
+    """(host, port) of `netloc`: the host "" when none is given, the port `default_port`."""
     if "@" in netloc:
         raise ctx.error("", "user info (user@host) is not supported")
     if netloc.startswith("["):
@@ -131,13 +133,13 @@ def _host_port(netloc: str, ctx: ErrorContext, default_port: int | None, scheme:
     if not port_text:
         if default_port is None:
             raise ctx.error("", f"{scheme}:// needs a port, e.g. {scheme}://127.0.0.1:8080")
-        return host or DEFAULT_HOST, default_port
+        return host, default_port
     if not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5:
         raise ctx.error("", f"port must be a number between 1 and {MAX_PORT}, got {quote(port_text)}")
     port = int(port_text)
     if not 1 <= port <= MAX_PORT:
         raise ctx.error("", f"port must be a number between 1 and {MAX_PORT}, got {port}")
-    return host or DEFAULT_HOST, port
+    return host, port
 
 
 def _exec(command_line: str, ctx: ErrorContext) -> ExecSpec:

@@ -14,7 +14,15 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from sidecar.contract import DEFAULT_DRAIN_SECONDS, ENV_PREFIX, GRPC_PORT, HEALTH_PORT, METRICS_PORT
+from sidecar.contract import (
+    DEFAULT_DRAIN_SECONDS,
+    ENV_PREFIX,
+    GRPC_PORT,
+    HEALTH_PORT,
+    METRICS_PORT,
+    PROBE_HOST_CHOICES,
+    PROBE_HOST_LOCALHOST,
+)
 from sidecar.durations import parse_duration
 from sidecar.errors import ConfigError
 from sidecar.runtime.scheduler import AggressivePolicy
@@ -52,6 +60,9 @@ class RunSettings:
     grpc_port: int | None = GRPC_PORT  # None: gRPC health server off
     metrics_port: int | None = METRICS_PORT  # None: metrics server off
     bind: str = DEFAULT_BIND
+    # Where a probe that names no host goes: one of PROBE_HOST_CHOICES. Only the config loader
+    # turns it into an address (POD_IP for pod-ip); the probes get specs with the host set.
+    probe_host: str = PROBE_HOST_LOCALHOST
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
     aggressive: AggressivePolicy = dataclasses.field(default_factory=AggressivePolicy)
     log_format: str = "text"
@@ -131,6 +142,13 @@ def _loop(text: str) -> str:
     return choice
 
 
+def _probe_host(text: str) -> str:
+    choice = text.strip().lower()
+    if choice not in PROBE_HOST_CHOICES:
+        raise ValueError(f"{text[:40]!r} must be one of {', '.join(PROBE_HOST_CHOICES)}")
+    return choice
+
+
 def _bind(text: str) -> str:
     if not text.strip():
         raise ValueError("bind address is empty")
@@ -142,6 +160,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "grpc_port": lambda t: _port(t, allow_off=True),
     "metrics_port": lambda t: _port(t, allow_off=True),
     "bind": _bind,
+    "probe_host": _probe_host,
     "drain_seconds": _duration,
     "aggressive_interval": _positive_duration,
     "aggressive_timeout": _positive_duration,
