@@ -32,6 +32,8 @@ EXPECTED_TYPES = {
     "readiness_time_to_ready_seconds": "gauge",
     "readiness_consecutive_failures": "gauge",
     "readiness_draining": "gauge",
+    "readiness_routed_check_total": "counter",
+    "readiness_routed_check_duration_seconds": "histogram",
     "readiness_probe_schedule_lateness_seconds": "histogram",
     "readiness_container_required": "gauge",
 }
