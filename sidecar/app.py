@@ -68,7 +68,8 @@ class Sidecar:
         self.clock = clock or Clock()
         self.state = AggregateState(config.containers, clock=self.clock)
         self.drainer = Drainer(self.state, settings.drain_seconds)
-        self.http = HealthHttpServer(self.state, self.drainer, LivenessChecks(config.containers, self.logger))
+        routed = LivenessChecks(config.containers, self.logger, self.state)  # /live, /startup
+        self.http = HealthHttpServer(self.state, self.drainer, routed)
         # The health server first: its hooks answer held long-polls, the change's most urgent reader.
         observers: list[StateObserver] = [self.http, TransitionLogger(self.logger, self.clock)]
         self._metrics = None

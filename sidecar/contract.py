@@ -36,6 +36,8 @@ STATUS_PATH = "/status"  # everything known, for people and tools
 DRAIN_PATH = "/wait-for-drain"  # the preStop hook inject gives user containers
 LIVE_PATH = "/live/{container}"  # a liveness check inject --rewrite-liveness routes through us
 STARTUP_PATH = "/startup/{container}"  # a startupProbe inject --rewrite-liveness routes through us
+# The probes inject --rewrite-liveness points at us, by corev1 field, and the route each gets.
+ROUTED_PROBE_PATHS = {"livenessProbe": LIVE_PATH, "startupProbe": STARTUP_PATH}
 # Route of the metrics port.
 METRICS_PATH = "/metrics"
 # Routes of the webhook port.

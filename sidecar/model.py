@@ -22,6 +22,14 @@ KUBELET_PERIOD_SECONDS = 10
 # Every surface's reason for a container with no handler: the sidecar never probes it.
 UNOBSERVED_REASON = "left to the kubelet"
 
+# The kubelet's checks `inject --rewrite-liveness` routes through the sidecar, as the
+# sidecar names them (routes, metrics labels, logs): the livenessProbe and the startupProbe.
+LIVENESS = "liveness"
+STARTUP = "startup"
+ROUTED_CHECK_KINDS = (LIVENESS, STARTUP)
+# The corev1 probe each one is, by field name.
+ROUTED_CHECK_FIELDS = {"livenessProbe": LIVENESS, "startupProbe": STARTUP}
+
 
 @dataclass(frozen=True, slots=True)
 class ProbeTiming:
@@ -55,6 +63,17 @@ class ContainerSpec:
     # for apps that listen on localhost only. Never part of readiness.
     liveness: HandlerSpec | None = None
     liveness_timeout: float = DEFAULT_TIMEOUT_SECONDS
+    # The same for the startupProbe, once per GET /startup/<name>.
+    startup: HandlerSpec | None = None
+    startup_timeout: float = DEFAULT_TIMEOUT_SECONDS
+
+    def routed_check(self, kind: str) -> tuple[HandlerSpec, float] | None:
+        """The `kind` (LIVENESS or STARTUP) check the sidecar runs for the kubelet, and its timeout; None if none."""
+        if kind == LIVENESS:
+            return None if self.liveness is None else (self.liveness, self.liveness_timeout)
+        if kind == STARTUP:
+            return None if self.startup is None else (self.startup, self.startup_timeout)
+        raise ValueError(f"unknown routed check {kind!r}")
 
     @property
     def observed(self) -> bool:

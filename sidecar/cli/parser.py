@@ -150,7 +150,8 @@ def _add_injection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--native-sidecar", action="store_true",
                         help="inject as an init container with restartPolicy: Always (Kubernetes 1.29+)")
     parser.add_argument("--rewrite-liveness", action="store_true",
-                        help="route httpGet/tcpSocket liveness probes through the sidecar's /live/<container>")
+                        help="route httpGet/tcpSocket/grpc liveness and startup probes through the sidecar's"
+                        " /live/<container> and /startup/<container>")
 
 
 def inject_options(args: argparse.Namespace) -> InjectOptions:

@@ -181,18 +181,15 @@ def _check_fields(entry: dict[Any, Any], ctx: ErrorContext, allowed: frozenset[s
 def _container(
     entry: dict[Any, Any], name: str, ctx: ErrorContext, ports: ContainerContext, required: bool, *, in_manifest: bool
 ) -> ContainerSpec:
-    liveness: HandlerSpec | None = None
-    liveness_timeout = DEFAULT_TIMEOUT_SECONDS
-    if not in_manifest and entry.get("livenessProbe") is not None:
-        # Only a containers file hands liveness to the sidecar (inject --rewrite-liveness
-        # writes it there); in a manifest liveness belongs to the kubelet.
-        liveness, liveness_timing = convert_probe(
-            entry["livenessProbe"], ctx, "livenessProbe", ContainerContext(ports.named, env=ports.env, host=ports.host)
-        )
-        liveness_timeout = liveness_timing.timeout
+    # Only a containers file hands liveness and startup checks to the sidecar (inject
+    # --rewrite-liveness writes them there); in a manifest they belong to the kubelet.
+    liveness, liveness_timeout = _routed_check(entry, "livenessProbe", ctx, ports, in_manifest)
+    startup, startup_timeout = _routed_check(entry, "startupProbe", ctx, ports, in_manifest)
 
     def spec(handler: HandlerSpec | None, timing: ProbeTiming | None = None) -> ContainerSpec:
-        return ContainerSpec(name, handler, timing or ProbeTiming(), required, liveness, liveness_timeout)
+        return ContainerSpec(
+            name, handler, timing or ProbeTiming(), required, liveness, liveness_timeout, startup, startup_timeout
+        )
 
     if entry.get("readinessProbe") is not None:
         return spec(*convert_probe(entry["readinessProbe"], ctx, "readinessProbe", ports))
@@ -202,6 +199,18 @@ def _container(
     if in_manifest:
         return spec(None)
     raise ctx.error("", "no readinessProbe and no ports: nothing to probe")
+
+
+def _routed_check(
+    entry: dict[Any, Any], kind: str, ctx: ErrorContext, ports: ContainerContext, in_manifest: bool
+) -> tuple[HandlerSpec | None, float]:
+    """A containers file's livenessProbe or startupProbe: the check and its timeout the sidecar runs once per
+    GET /live/<c> or /startup/<c>. Absent (as in every config written before startupProbe was) is (None, default)."""
+    if in_manifest or entry.get(kind) is None:
+        return None, DEFAULT_TIMEOUT_SECONDS
+    context = ContainerContext(ports.named, env=ports.env, host=ports.host)
+    handler, timing = convert_probe(entry[kind], ctx, kind, context)
+    return handler, timing.timeout
 
 
 def _container_list(ref: PodSpecRef, ctx: ErrorContext, annotation: str, known: list[str]) -> set[str]:

@@ -43,6 +43,8 @@ def container_entry(spec: ContainerSpec) -> dict[str, Any]:
     entry["readinessProbe"] = probe_document(spec.handler, spec.timing)
     if spec.liveness is not None:
         entry["livenessProbe"] = probe_document(spec.liveness, ProbeTiming(timeout=spec.liveness_timeout))
+    if spec.startup is not None:
+        entry["startupProbe"] = probe_document(spec.startup, ProbeTiming(timeout=spec.startup_timeout))
     return entry
 
 

@@ -27,7 +27,7 @@ from sidecar.contract import (
     DEFAULT_DRAIN_SECONDS,
     DRAIN_PATH,
     HEALTH_PORT,
-    LIVE_PATH,
+    ROUTED_PROBE_PATHS,
     SIDECAR_NAME,
     STATUS_ANNOTATION,
     STATUS_INJECTED,
@@ -37,20 +37,21 @@ from sidecar.k8s.istio import exclude_before_istio, route_through_pilot_agent, r
 from sidecar.k8s.options import InjectOptions
 from sidecar.k8s.sidecar_container import sidecar_container
 from sidecar.k8s.sidecar_image import mount_holding, shared_mount
-from sidecar.model import ContainerSpec
+from sidecar.model import LIVENESS, ROUTED_CHECK_FIELDS, ContainerSpec
 
-# The kubelet waits a little longer for /live than the sidecar's own attempt, so a
+# The kubelet waits a little longer for /live and /startup than the sidecar's own attempt, so a
 # slow check comes back as a 503 with its reason instead of a bare kubelet timeout.
 LIVE_TIMEOUT_MARGIN_SECONDS = 1
 # The preStop hook blocks for the drain; the app then needs time to stop.
 MIN_GRACE_SECONDS = int(DEFAULT_DRAIN_SECONDS) + 10
 WORKLOADS_THAT_COMPLETE = frozenset({"Job", "CronJob"})
-# Liveness handlers the sidecar can run for an app that listens on localhost only.
-REWRITABLE_LIVENESS = ("httpGet", "tcpSocket")
+# Handlers the sidecar can run for an app that listens on localhost only; an exec probe
+# stays with the kubelet, since it must run in the app's own container.
+REWRITABLE_HANDLERS = ("httpGet", "tcpSocket", "grpc")
 
 KUBELET_MANAGED = "exec probe left to the kubelet, and no port for the sidecar to check instead: kubelet-managed"
 NATIVE_IGNORED_FOR_KNATIVE = "--native-sidecar ignored: Knative takes no restartPolicy on containers"
-ISTIO_RUNS_LIVENESS = "left to Istio's pilot-agent, which already runs it from inside the pod (docs/istio.md)"
+ISTIO_RUNS_PROBE = "left to Istio's pilot-agent, which already runs it from inside the pod (docs/istio.md)"
 JOB_NEEDS_NATIVE = "a regular sidecar container keeps a Job's pods running; use --native-sidecar (Kubernetes 1.29+)"
 
 __all__ = [
@@ -148,11 +149,11 @@ def _inject_template(ref: PodSpecRef, source: str, options: InjectOptions) -> li
             _add_drain_hook(entry)
         if not spec.observed:
             continue
-        if options.rewrite_liveness and runs_probe(ref, entry, "livenessProbe", ctx):
+        if options.rewrite_liveness:
             where = ctx.within(f"container {quote(spec.name)}")
-            warnings.append(where.message("livenessProbe", ISTIO_RUNS_LIVENESS))
-        elif options.rewrite_liveness:
-            spec = _rewrite_liveness(ref, container, spec, ctx.within(f"container {quote(spec.name)}"))
+            with_istio = [field for field in ROUTED_PROBE_PATHS if runs_probe(ref, entry, field, ctx)]
+            warnings.extend(where.message(field, ISTIO_RUNS_PROBE) for field in with_istio)
+            spec = _rewrite_liveness(ref, container, spec, where, leave=with_istio)
         specs.append(spec)
 
     native = options.native_sidecar and not ref.knative
@@ -234,23 +235,32 @@ def _cover_drain(pod_spec: dict[str, Any]) -> None:
 
 
 def _rewrite_liveness(
-    ref: PodSpecRef, container: WatchedContainer, spec: ContainerSpec, ctx: ErrorContext
+    ref: PodSpecRef, container: WatchedContainer, spec: ContainerSpec, ctx: ErrorContext, leave: Sequence[str] = ()
 ) -> ContainerSpec:
-    """Point an httpGet/tcpSocket livenessProbe at the sidecar's /live/<name>; the sidecar runs the check."""
+    """Point an httpGet/tcpSocket/grpc livenessProbe and startupProbe at the sidecar's /live/<name> and
+    /startup/<name>, as Istio's /app-health/<name>/livez|startupz (pkg/kube/inject/app_probe.go); the sidecar
+    keeps the original checks in its config and runs them. The kubelet's own timing stays on the probe."""
     entry = container.entry
-    raw = entry.get("livenessProbe")
-    handlers = handler_keys(raw)
-    if not isinstance(raw, dict) or len(handlers) != 1 or handlers[0] not in REWRITABLE_LIVENESS:
-        return spec
-    ports = pod_container_context(ref, container, ctx)
-    handler, timing = convert_probe(raw, ctx, "livenessProbe", ports)
-    rewritten: dict[str, Any] = {"httpGet": {"path": LIVE_PATH.format(container=spec.name), "port": HEALTH_PORT}}
-    for key, value in raw.items():
-        if key not in HANDLER_KEYS and key != "timeoutSeconds":
-            rewritten[key] = value
-    rewritten["timeoutSeconds"] = int(timing.timeout) + LIVE_TIMEOUT_MARGIN_SECONDS
-    entry["livenessProbe"] = rewritten
-    return replace(spec, liveness=handler, liveness_timeout=timing.timeout)
+    for field, route in ROUTED_PROBE_PATHS.items():
+        if field in leave:
+            continue  # Istio's pilot-agent already runs it from inside the pod
+        raw = entry.get(field)
+        handlers = handler_keys(raw)
+        if not isinstance(raw, dict) or len(handlers) != 1 or handlers[0] not in REWRITABLE_HANDLERS:
+            continue
+        ports = pod_container_context(ref, container, ctx)
+        handler, timing = convert_probe(raw, ctx, field, ports)
+        rewritten: dict[str, Any] = {"httpGet": {"path": route.format(container=spec.name), "port": HEALTH_PORT}}
+        for key, value in raw.items():
+            if key not in HANDLER_KEYS and key != "timeoutSeconds":
+                rewritten[key] = value
+        rewritten["timeoutSeconds"] = int(timing.timeout) + LIVE_TIMEOUT_MARGIN_SECONDS
+        entry[field] = rewritten
+        if ROUTED_CHECK_FIELDS[field] == LIVENESS:
+            spec = replace(spec, liveness=handler, liveness_timeout=timing.timeout)
+        else:
+            spec = replace(spec, startup=handler, startup_timeout=timing.timeout)
+    return spec
 
 
 def _exec_mounts(pairs: Sequence[tuple[ContainerSpec, WatchedContainer]]) -> list[dict[str, Any]]:

@@ -18,13 +18,19 @@ from probes.spec import ExecSpec, GrpcSpec, HandlerSpec, HttpGetSpec, TcpSocketS
 from sidecar.config.documents import position
 from sidecar.config.pod_template import PodSpecRef, WatchedContainer
 from sidecar.config.probe import ContainerContext, convert_probe, pod_container_context
-from sidecar.config.schema import PROBE_KINDS, Probe, probe_actions, to_struct
-from sidecar.contract import DRAIN_PATH, HEALTH_PORT, LIVE_PATH
+from sidecar.config.schema import PROBE_KINDS, Probe, handler_keys, probe_actions, to_struct
+from sidecar.contract import DRAIN_PATH, HEALTH_PORT, ROUTED_PROBE_PATHS
 from sidecar.errors import ConfigError, ErrorContext, join_field, quote
 from sidecar.k8s.lint_rules import ERROR, WARNING, Finding
 from sidecar.k8s.sidecar_container import READINESS_PROBE
 from sidecar.k8s.sidecar_image import runs_in_sidecar
-from sidecar.model import DEFAULT_FAILURE_THRESHOLD, DEFAULT_TIMEOUT_SECONDS, KUBELET_PERIOD_SECONDS, ContainerSpec
+from sidecar.model import (
+    DEFAULT_FAILURE_THRESHOLD,
+    DEFAULT_TIMEOUT_SECONDS,
+    KUBELET_PERIOD_SECONDS,
+    ROUTED_CHECK_FIELDS,
+    ContainerSpec,
+)
 
 # In whole seconds, as the API server stores them and lint's messages print them.
 KUBELET_TIMEOUT_SECONDS = int(DEFAULT_TIMEOUT_SECONDS)
@@ -134,7 +140,9 @@ class ContainerLint:
         return handler
 
     def _timing(self, kind: str, probe: Probe) -> None:
-        timeout = probe.timeout_seconds or KUBELET_TIMEOUT_SECONDS
+        routed = self._routed_check(kind)
+        # A probe inject pointed at the sidecar is answered within the original check's timeout.
+        timeout = int(routed[1]) if routed else probe.timeout_seconds or KUBELET_TIMEOUT_SECONDS
         period: int | None = probe.period_seconds or KUBELET_PERIOD_SECONDS
         if kind == "readinessProbe":
             # In aggressive mode no period applies: the pod's annotations decide in a core pod,
@@ -238,15 +246,23 @@ class ContainerLint:
         liveness = handlers.get("livenessProbe")
         if liveness is None:
             return
-        spec = self.injected.get(self.name) if self.injected is not None else None
-        if spec is not None and spec.liveness is not None and _is_live_route(liveness, self.name):
-            liveness = spec.liveness  # inject --rewrite-liveness: the sidecar runs the real check
+        routed = self._routed_check("livenessProbe")
+        if routed is not None:
+            liveness = routed[0]  # inject --rewrite-liveness: the sidecar runs the real check
         if not covers(self._readiness_check(handlers), liveness):
             self.add(
                 "liveness-not-covered",
                 f"livenessProbe ({liveness.target}) is not covered by readiness: the pod stays ready while it"
                 " fails, until the restart breaks connections; check it in readinessProbe too",
             )
+
+    def _routed_check(self, kind: str) -> tuple[HandlerSpec, float] | None:
+        """For a probe inject --rewrite-liveness pointed at the sidecar: the check the sidecar runs, and its timeout."""
+        spec = self.injected.get(self.name) if self.injected is not None else None
+        check_kind = ROUTED_CHECK_FIELDS.get(kind)
+        if spec is None or check_kind is None or not _is_routed(self.entry.get(kind), kind, self.name):
+            return None
+        return spec.routed_check(check_kind)
 
     def _custom_prestop(self) -> None:
         lifecycle = self.entry.get("lifecycle")
@@ -293,11 +309,14 @@ def _is_drain_hook(hook: Any) -> bool:
     return isinstance(action, dict) and action.get("path") == DRAIN_PATH and action.get("port") == HEALTH_PORT
 
 
-def _is_live_route(handler: HandlerSpec, name: str) -> bool:
+def _is_routed(probe: Any, kind: str, name: str) -> bool:
+    """Whether a livenessProbe or startupProbe is the one inject --rewrite-liveness writes: an httpGet of
+    the sidecar's /live/<name> or /startup/<name>, whatever the check behind it (httpGet, tcpSocket, grpc)."""
+    action = probe.get("httpGet") if isinstance(probe, dict) and handler_keys(probe) == ["httpGet"] else None
     return (
-        isinstance(handler, HttpGetSpec)
-        and handler.port == HEALTH_PORT
-        and handler.path == LIVE_PATH.format(container=name)
+        isinstance(action, dict)
+        and action.get("port") == HEALTH_PORT
+        and action.get("path") == ROUTED_PROBE_PATHS[kind].format(container=name)
     )
 
 

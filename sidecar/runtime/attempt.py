@@ -11,7 +11,7 @@ kubelet's worker does (HandleCrash, keepGoing).
     result = await probe.attempt(timeout=1.0)      # never raises, but for cancellation
     started = probe.start(timeout=1.0)             # a ProbeResult now, or a coroutine (probes/base.py)
     rows = await check_once(config, logger)        # `check`: every container once, in parallel
-    result = await LivenessChecks(specs, logger).check("app")   # /live/app
+    result = await LivenessChecks(specs, logger, state).check("app")   # /live/app
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from typing import Any
 from probes import HandlerSpec, Probe, ProbeResult, Started, build_probe
 from probes.base import finish
 from probes.result import Outcome
-from sidecar.model import ContainerSpec, SidecarConfig
+from sidecar.model import LIVENESS, ROUTED_CHECK_KINDS, ContainerSpec, SidecarConfig
+from sidecar.runtime.state import AggregateState
 
 # A probe that keeps crashing at a 3 ms interval must not write 200 lines a second.
 CRASH_LOG_EVERY = 60.0
@@ -140,29 +141,51 @@ def check_exit_code(rows: list[CheckRow]) -> int:
 
 
 class LivenessChecks:
-    """The liveness checks `inject --rewrite-liveness` routes through the sidecar (GET /live/<name>).
+    """The liveness and startup checks `inject --rewrite-liveness` routes through the sidecar
+    (GET /live/<name>, /startup/<name>).
 
     The kubelet owns their period and thresholds: each call runs one attempt, now. Concurrent
-    callers share one in-flight attempt per container, since anything that reaches the health
-    port may call it and each attempt starts a connection or a process.
+    callers share one in-flight attempt per container and kind, since anything that reaches the
+    health port may call it and each attempt starts a connection or a process. Each attempt is
+    told to the state's observers once (metrics), however many callers shared it.
+
+        checks = LivenessChecks(config.containers, logger, state)
+        result = await checks.check("app", STARTUP)   # /startup/app
     """
 
-    def __init__(self, specs: Iterable[ContainerSpec], logger: logging.Logger) -> None:
-        self._specs = {spec.name: spec for spec in specs if spec.liveness is not None}
+    def __init__(
+        self, specs: Iterable[ContainerSpec], logger: logging.Logger, state: AggregateState | None = None
+    ) -> None:
+        self._checks = {
+            (spec.name, kind): check
+            for spec in specs
+            for kind in ROUTED_CHECK_KINDS
+            if (check := spec.routed_check(kind)) is not None
+        }
         self.logger = logger
-        self._in_flight: dict[str, asyncio.Task[ProbeResult]] = {}
+        self._state = state
+        self._in_flight: dict[tuple[str, str], asyncio.Task[ProbeResult]] = {}
 
     def __contains__(self, name: str) -> bool:
-        return name in self._specs
+        """Whether `name` has a liveness check."""
+        return self.has(name, LIVENESS)
 
-    async def check(self, name: str) -> ProbeResult:
-        """Run (or join) one attempt of `name`'s liveness check; KeyError if it has none."""
-        spec = self._specs[name]
-        task = self._in_flight.get(name)
+    def has(self, name: str, kind: str) -> bool:
+        return (name, kind) in self._checks
+
+    async def check(self, name: str, kind: str = LIVENESS) -> ProbeResult:
+        """Run (or join) one attempt of `name`'s `kind` check; KeyError if it has none."""
+        key = (name, kind)
+        handler, timeout = self._checks[key]
+        task = self._in_flight.get(key)
         if task is None or task.done():
-            assert spec.liveness is not None  # only such specs are kept
-            attempt = attempt_once(name, spec.liveness, spec.liveness_timeout, self.logger)
-            task = asyncio.create_task(attempt, name=f"live {name}")
-            self._in_flight[name] = task
+            task = asyncio.create_task(self._attempt(name, kind, handler, timeout), name=f"{kind} {name}")
+            self._in_flight[key] = task
         # A caller that goes away must not cancel the attempt the others are waiting on.
         return await asyncio.shield(task)
+
+    async def _attempt(self, name: str, kind: str, handler: HandlerSpec, timeout: float) -> ProbeResult:
+        result = await attempt_once(name, handler, timeout, self.logger)
+        if self._state is not None:
+            self._state.record_routed_check(name, kind, result)
+        return result

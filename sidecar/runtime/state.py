@@ -93,6 +93,9 @@ class StateObserver:
     def draining_changed(self, state: AggregateState) -> None:
         pass
 
+    def routed_check_done(self, container: ContainerState, kind: str, result: ProbeResult) -> None:
+        """One liveness or startup check (`kind`) the kubelet routed through /live or /startup ran."""
+
 
 class AggregateState:
     def __init__(
@@ -200,6 +203,13 @@ class AggregateState:
         elif c.ready and c.consecutive_failures >= timing.failure_threshold:
             self._flip(c, False, result)
         return Verdict(c.ready, c.consecutive_failures, c.since_mono)
+
+    def record_routed_check(self, name: str, kind: str, result: ProbeResult) -> None:
+        """Tell the observers of one /live or /startup check. It decides no readiness: the
+        kubelet owns those checks' thresholds, so nothing here changes and no revision moves."""
+        c = self.containers[name]
+        for observer in self.observers:
+            observer.routed_check_done(c, kind, result)
 
     def _flip(self, c: ContainerState, now_ready: bool, result: ProbeResult) -> None:
         now_mono = self.clock.monotonic()

@@ -1,5 +1,6 @@
 """The health port: /ready, /ready/<container>, /healthz, /status, /wait-for-drain, and
-/live/<container> for the liveness checks that `inject --rewrite-liveness` routes through us.
+/live/<container> and /startup/<container> for the liveness and startup checks that
+`inject --rewrite-liveness` routes through us.
 Every route comes from `sidecar.contract`, the same constants inject writes into pods.
 
 /ready is the hot path (kubelet, load balancers, wrk): its answer is built only when the
@@ -7,7 +8,7 @@ state's revision changes. A long-poll (`?wait=`) is held by the server, not by a
 the server is a StateObserver, and the hook that learns of the change writes the one
 answer to every waiting connection, inline, before the state's record() returns.
 
-    server = HealthHttpServer(state, drainer, LivenessChecks(config.containers, logger))
+    server = HealthHttpServer(state, drainer, LivenessChecks(config.containers, logger, state))
     state.observe(server)        # the app's wiring: how long-polls learn of changes
     port = await server.start("0.0.0.0", 8550)
 """
@@ -26,10 +27,12 @@ from sidecar.contract import (
     LIVE_PATH,
     READY_CONTAINER_PATH,
     READY_PATH,
+    STARTUP_PATH,
     STATUS_PATH,
     WAIT_PARAM,
 )
 from sidecar.durations import parse_duration
+from sidecar.model import LIVENESS, STARTUP
 from sidecar.runtime.attempt import LivenessChecks
 from sidecar.runtime.drain import Drainer
 from sidecar.runtime.state import AggregateState, ContainerState, StateObserver, Transition
@@ -40,6 +43,9 @@ from sidecar.serve.views import container_status, ready_summary
 MAX_WAIT_SECONDS = 300.0  # a long-poll longer than any sane kubelet timeout is a mistake
 MAX_REQUEST_BYTES = 1024  # every endpoint is a GET: no body is ever needed
 SHUTDOWN_GRACE = 1.0  # in-flight requests get this long once the drain is over
+
+# The body's yes/no key for each routed check: {"alive": true} on /live, {"started": true} on /startup.
+_VERDICT_KEYS = {LIVENESS: "alive", STARTUP: "started"}
 
 # What a held /ready waits for, beside the container names /ready/<name> waits on (never None).
 _AGGREGATE: Hashable = None
@@ -58,7 +64,8 @@ class HealthHttpServer(StateObserver):
                 HEALTHZ_PATH: self.healthz,
                 STATUS_PATH: self.status,
                 DRAIN_PATH: self.wait_for_drain,
-                LIVE_PATH: self.live_container,
+                LIVE_PATH: partial(self.routed_check, LIVENESS),
+                STARTUP_PATH: partial(self.routed_check, STARTUP),
             },
             max_body=MAX_REQUEST_BYTES,
             shutdown_grace=SHUTDOWN_GRACE,
@@ -172,15 +179,16 @@ class HealthHttpServer(StateObserver):
     async def _drained_answer(self) -> Answer:
         return json_answer({"drain": await self.drainer.wait_for_drain()})
 
-    def live_container(self, request: Request) -> Answer | None:
-        """Run the container's liveness check once, now: the kubelet owns period and thresholds."""
+    def routed_check(self, kind: str, request: Request) -> Answer | None:
+        """Run the container's liveness or startup check once, now: the kubelet owns period and thresholds."""
         name = request.param
-        if name not in self.liveness:
-            return json_answer({"error": f"no liveness check for container {name!r}"}, status=404)
-        request.respond_later(self._live_answer(name))
+        if not self.liveness.has(name, kind):
+            return json_answer({"error": f"no {kind} check for container {name!r}"}, status=404)
+        request.respond_later(self._routed_answer(name, kind))
         return None
 
-    async def _live_answer(self, name: str) -> Answer:
-        result = await self.liveness.check(name)
-        doc = {"container": name, "alive": result.outcome.ok, "result": result.outcome.value, "reason": result.message}
+    async def _routed_answer(self, name: str, kind: str) -> Answer:
+        result = await self.liveness.check(name, kind)
+        verdict = _VERDICT_KEYS[kind]
+        doc = {"container": name, verdict: result.outcome.ok, "result": result.outcome.value, "reason": result.message}
         return json_answer(doc, status=200 if result.outcome.ok else 503)

@@ -22,6 +22,8 @@ that could not conclude, retried and then thrown away as the kubelet does; it mo
     readiness_time_to_ready_seconds   gauge      container (set once, at first ready)
     readiness_consecutive_failures    gauge      container
     readiness_draining                gauge
+    readiness_routed_check_total             counter    container, kind=liveness|startup, result
+    readiness_routed_check_duration_seconds  histogram  container, kind
 
 Extra, outside the stable list:
 
@@ -29,8 +31,12 @@ Extra, outside the stable list:
     readiness_container_required               gauge      container (1 if it gates /ready, so
                                                            alerts can pick required containers)
 
+The routed checks are the livenessProbe and startupProbe that `inject --rewrite-liveness`
+sends through the sidecar: one count per attempt of GET /live/<c> or /startup/<c> (callers
+that share an attempt share its count), for the containers that have one.
+
 Every observed container's series exist from start (zeros), so alerts on absent
-series work before the first attempt. A container that is not observed (left to
+series work before the first attempt; so do the routed checks' series. A container that is not observed (left to
 the kubelet) is never probed here, so it has no series at all, not even
 readiness_container_ready: its readiness is the kubelet's to report.
 """
@@ -52,6 +58,7 @@ from prometheus_client import (
 
 from probes.result import Outcome, ProbeResult
 from sidecar.contract import METRICS_PATH
+from sidecar.model import ROUTED_CHECK_KINDS
 from sidecar.runtime.state import AggregateState, ContainerState, StateObserver, Transition
 from sidecar.serve.http_server import GetOnlyServer, Request
 from sidecar.serve.http_wire import Answer
@@ -81,6 +88,14 @@ class _ContainerSeries:
     ready: Gauge
     to_ready: Counter
     to_unready: Counter
+
+
+@dataclass(frozen=True, slots=True)
+class _RoutedCheckSeries:
+    """One container's children for one routed check (liveness or startup), looked up once."""
+
+    duration: Histogram
+    results: dict[Outcome, Counter]
 
 
 class ReadinessMetrics(StateObserver):
@@ -136,11 +151,33 @@ class ReadinessMetrics(StateObserver):
             "Extra, not in the stable set: how late an attempt started against its schedule.",
             ["container"], buckets=LATENESS_BUCKETS, registry=r,
         )
+        self.routed_checks = Counter(
+            "readiness_routed_check_total",
+            "Liveness and startup checks the kubelet ran through the sidecar (GET /live/<container>,"
+            " /startup/<container>, inject --rewrite-liveness), by result: failure and error are what the"
+            " kubelet counted against its failureThreshold. One per attempt, however many callers shared it.",
+            ["container", "kind", "result"], registry=r,
+        )
+        self.routed_check_duration = Histogram(
+            "readiness_routed_check_duration_seconds",
+            "Duration of one liveness or startup check run for the kubelet; near the probe's timeoutSeconds"
+            " means the app answers too slowly and the kubelet is about to restart it.",
+            ["container", "kind"], buckets=DURATION_BUCKETS, registry=r,
+        )
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
 
         self._series = {
             name: self._precreate(c) for name, c in state.containers.items() if c.spec.observed
+        }
+        self._routed = {
+            (name, kind): _RoutedCheckSeries(
+                duration=self.routed_check_duration.labels(name, kind),
+                results={o: self.routed_checks.labels(name, kind, o.value) for o in Outcome},
+            )
+            for name, c in state.containers.items()
+            for kind in ROUTED_CHECK_KINDS
+            if c.spec.routed_check(kind) is not None
         }
         self.ready.set(state.ready)
         self.draining.set(state.draining)
@@ -175,6 +212,13 @@ class ReadinessMetrics(StateObserver):
         series.duration.observe(result.duration)
         series.results[result.outcome].inc()
         series.lateness.observe(lateness)
+
+    def routed_check_done(self, container: ContainerState, kind: str, result: ProbeResult) -> None:
+        series = self._routed.get((container.spec.name, kind))
+        if series is None:
+            return  # a check the config never gave this container; never counted as another's
+        series.duration.observe(result.duration)
+        series.results[result.outcome].inc()
 
     def container_changed(self, container: ContainerState, transition: Transition) -> None:
         series = self._series.get(container.spec.name)

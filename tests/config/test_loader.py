@@ -262,6 +262,23 @@ def test_containers_file_required_false_and_json(tmp_path: Path, monkeypatch: py
     assert (api.required, api.handler) == (True, GrpcSpec(port=9090, service=""))
 
 
+def test_containers_file_liveness_and_startup_checks_load_and_a_file_without_them_too() -> None:
+    # What inject --rewrite-liveness writes (the checks behind /live/<c> and /startup/<c>), and
+    # what it wrote before startupProbe was routed: an entry without them loads as before.
+    doc = {"containers": [
+        {"name": "web", "readinessProbe": {"tcpSocket": {"port": 80}},
+         "livenessProbe": {"httpGet": {"path": "/healthz", "port": 80}, "timeoutSeconds": 3},
+         "startupProbe": {"grpc": {"port": 9090, "service": "boot"}, "timeoutSeconds": 2}},
+        {"name": "old", "readinessProbe": {"tcpSocket": {"port": 81}},
+         "livenessProbe": {"tcpSocket": {"port": 81}}},
+    ]}  # fmt: skip
+    web, old = load_config(environ={"READINESS_SIDECAR_CONFIG": json.dumps(doc)}).containers
+    assert (web.liveness, web.liveness_timeout) == (HttpGetSpec(port=80, path="/healthz"), 3)
+    assert (web.startup, web.startup_timeout) == (GrpcSpec(port=9090, service="boot"), 2)
+    assert (old.liveness, old.startup, old.startup_timeout) == (TcpSocketSpec(port=81), None, 1)
+    assert web.timing == ProbeTiming(), "neither changes the readiness check's timing"
+
+
 # -- manifests: kinds, names, defaults ------------------------------------------------------
 
 
@@ -774,6 +791,12 @@ def test_bad_file_is_one_line_error(
             {"environ": {"READINESS_SIDECAR_CONFIG": '{"containers": [{"name": "a"}]}'}},
             'READINESS_SIDECAR_CONFIG: container "a": no readinessProbe and no ports: nothing to probe',
             id="config-env-nothing-to-probe",
+        ),
+        pytest.param(
+            {"environ": {"READINESS_SIDECAR_CONFIG": json.dumps({"containers": [
+                {"name": "a", "readinessProbe": {"tcpSocket": {"port": 1}}, "startupProbe": {"exec": {}}}]})}},
+            'READINESS_SIDECAR_CONFIG: container "a": startupProbe.exec.command: must be a non-empty list of strings',
+            id="config-env-bad-startup-probe",
         ),
     ],
 )

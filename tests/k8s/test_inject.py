@@ -12,7 +12,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from probes.spec import ExecSpec, TcpSocketSpec
+from probes.spec import ExecSpec, GrpcSpec, TcpSocketSpec
 from sidecar.config.documents import dump_documents, load_documents
 from sidecar.config.loader import load_config
 from sidecar.config.names import USER_CONTAINER_NAME, knative_default_names
@@ -32,8 +32,9 @@ from tests.conftest import PEER_MANIFESTS, REPO, sidecar_cmd
 
 DATA = REPO / "tests" / "data"
 RICH = DATA / "inject" / "rich-deployment.yaml"
+ROUTED = DATA / "inject" / "routed-probes.yaml"  # every probe --rewrite-liveness routes, and one it leaves
 KUBERNETES_VERSION = "1.33.0"  # native sidecars are GA here; the package has schemas up to 1.37
-INPUTS = sorted(PEER_MANIFESTS.glob("*.yaml")) + sorted(DATA.glob("knative-seed-service-*.yaml")) + [RICH]
+INPUTS = sorted(PEER_MANIFESTS.glob("*.yaml")) + sorted(DATA.glob("knative-seed-service-*.yaml")) + [RICH, ROUTED]
 OPTION_SETS = {
     "defaults": InjectOptions(),
     "native+liveness+exec-in-sidecar": InjectOptions(native_sidecar=True, rewrite_liveness=True, exec_probes="sidecar"),
@@ -308,7 +309,7 @@ spec:
     assert native_warnings == []
 
 
-def test_rewrite_liveness_routes_http_and_tcp_through_the_sidecar_and_leaves_grpc() -> None:
+def test_rewrite_liveness_routes_http_tcp_and_grpc_through_the_sidecar() -> None:
     obj, _ = inject_one(RICH.read_text(), InjectOptions(rewrite_liveness=True))
     spec = pod_spec_of(obj)
     web, grpc = spec["containers"][0], spec["containers"][1]
@@ -317,12 +318,13 @@ def test_rewrite_liveness_routes_http_and_tcp_through_the_sidecar_and_leaves_grp
         "periodSeconds": 10,
         "timeoutSeconds": 2,  # the sidecar's 1 s attempt, plus a second to answer with the reason
     }
-    assert grpc["livenessProbe"] == {"grpc": {"port": 9090}}
+    assert grpc["livenessProbe"] == {"httpGet": {"path": "/live/grpc", "port": 8550}, "timeoutSeconds": 2}
     entry = sidecar_config(spec)["containers"][0]
     assert entry["livenessProbe"] == {"tcpSocket": {"port": 9901}}, "named port resolved"
     reloaded = load_config(environ={CONFIG_ENV: sidecar_of(spec)["env"][0]["value"]})
     assert reloaded.containers[0].liveness == TcpSocketSpec(port=9901)
-    assert reloaded.containers[1].liveness is None
+    assert reloaded.containers[1].liveness == GrpcSpec(port=9090)
+    assert [c.liveness for c in reloaded.containers[2:]] == [None, None], "no livenessProbe, nothing routed"
 
 
 def test_a_template_with_nothing_to_watch_is_left_alone_with_a_warning() -> None:

@@ -107,10 +107,10 @@ def test_both_orders_give_the_sidecar_the_apps_own_probes(plain: Path, injected:
     assert configs_after == configs_before, "the sidecar watches the same targets whichever injector ran first"
     for config in map(json.dumps, configs_after):
         assert "15020" not in config and "/app-health" not in config and "istio" not in config, config
-    # --rewrite-liveness: before Istio the sidecar takes liveness over (and Istio then rewrites /live to
-    # pilot-agent); after Istio, pilot-agent already runs it, so the sidecar's config holds no liveness.
+    # --rewrite-liveness: before Istio the sidecar takes liveness and startup over (and Istio then rewrites
+    # /live and /startup to pilot-agent); after Istio, pilot-agent already runs them: the config holds neither.
     for config in map(sidecar_config, pod_specs(after)):
-        assert config is None or "livenessProbe" not in config
+        assert config is None or ("livenessProbe" not in config and "startupProbe" not in config)
 
 
 def readiness_config(pod_spec: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -118,7 +118,8 @@ def readiness_config(pod_spec: dict[str, Any]) -> list[dict[str, Any]] | None:
     config = sidecar_config(pod_spec)
     if config is None:
         return None
-    return [{k: v for k, v in c.items() if k != "livenessProbe"} for c in json.loads(config)["containers"]]
+    routed = ("livenessProbe", "startupProbe")  # --rewrite-liveness checks
+    return [{k: v for k, v in c.items() if k not in routed} for c in json.loads(config)["containers"]]
 
 
 def test_the_recovered_targets_are_the_originals_with_named_ports_resolved() -> None:
@@ -248,13 +249,17 @@ def test_lint_finds_the_same_in_both_orders(plain: Path, injected: Path) -> None
     assert findings(injected) == findings(plain)
 
 
-def test_rewrite_liveness_leaves_istios_liveness_to_pilot_agent_and_says_so() -> None:
-    path = FIXTURES / "ready_live.yaml.injected"
+def test_rewrite_liveness_leaves_istios_liveness_and_startup_probes_to_pilot_agent_and_says_so() -> None:
+    path = FIXTURES / "startup_ready_live.yaml.injected"
     docs, warnings = inject_docs(path.read_text(), path.name, InjectOptions(rewrite_liveness=True))
     (pod_spec,) = pod_specs(docs)
     hello = containers_named(pod_spec, ("hello",))["hello"]
     assert hello["livenessProbe"]["httpGet"] == {"path": "/app-health/hello/livez", "port": 15020}
-    assert any('container "hello": livenessProbe: left to Istio' in w for w in warnings), warnings
+    assert hello["startupProbe"]["httpGet"] == {"path": "/app-health/hello/startupz", "port": 15020}
+    for field in ("livenessProbe", "startupProbe"):
+        assert any(f'container "hello": {field}: left to Istio' in w for w in warnings), warnings
+    config = sidecar_config(pod_spec)
+    assert config is not None and "livenessProbe" not in config and "startupProbe" not in config
 
 
 def test_a_status_annotation_that_is_not_istios_json_is_one_clear_line(

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import yaml
 
 from sidecar.app import Sidecar
@@ -23,18 +25,23 @@ from sidecar.contract import (
     DRAIN_PATH,
     HEALTH_PORT,
     HEALTHZ_PATH,
-    LIVE_PATH,
     METRICS_PORT,
     READY_PATH,
+    ROUTED_PROBE_PATHS,
     SIDECAR_NAME,
 )
 from sidecar.k8s.inject import InjectOptions, inject_documents, sidecar_entry
 from sidecar.runtime.settings import RunSettings
-from tests.conftest import PEER_MANIFESTS
+from tests.conftest import PEER_MANIFESTS, REPO
 
 SETTINGS = RunSettings(health_port=0, grpc_port=None, metrics_port=0, bind="127.0.0.1", drain_seconds=0.5)
-# Liveness, readiness and a preStop hook: every kind of path inject writes.
-MANIFEST = PEER_MANIFESTS / "k8s-tcp-liveness-readiness.yaml"
+# Between them, every kind of path inject writes: readiness, liveness and startup probes and a preStop hook.
+MANIFESTS = {
+    PEER_MANIFESTS / "k8s-tcp-liveness-readiness.yaml": {"readinessProbe", "livenessProbe", "preStop"},
+    REPO / "tests" / "data" / "inject" / "routed-probes.yaml": {
+        "readinessProbe", "livenessProbe", "startupProbe", "preStop"
+    },
+}
 
 
 def http_gets(pod_spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
@@ -51,14 +58,14 @@ def http_gets(pod_spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]
     return found
 
 
-async def test_every_path_inject_writes_is_served() -> None:
-    docs, _ = inject_documents(
-        load_documents(MANIFEST.read_text(), MANIFEST.name), MANIFEST.name, InjectOptions(rewrite_liveness=True)
-    )
-    (ref,) = find_pod_specs(yaml.safe_load(yaml.safe_dump(docs[0])), MANIFEST.name)
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)
+async def test_every_path_inject_writes_is_served(manifest: Path) -> None:
+    text = await asyncio.to_thread(manifest.read_text)
+    docs, _ = inject_documents(load_documents(text, manifest.name), manifest.name, InjectOptions(rewrite_liveness=True))
+    (ref,) = find_pod_specs(yaml.safe_load(yaml.safe_dump(docs[0])), manifest.name)
     ours = [(c, where, a) for c, where, a in http_gets(ref.pod_spec) if a.get("port") in (HEALTH_PORT, METRICS_PORT)]
     kinds = {where for _, where, _ in ours}
-    assert kinds == {"readinessProbe", "livenessProbe", "preStop"}, f"the manifest exercises every kind: {ours}"
+    assert kinds == MANIFESTS[manifest], f"the manifest exercises these kinds: {ours}"
     assert any(c == SIDECAR_NAME for c, _, _ in ours) and any(c != SIDECAR_NAME for c, _, _ in ours)
     assert all(a["port"] == HEALTH_PORT for _, _, a in ours), "everything inject writes goes to the health port"
 
@@ -78,10 +85,10 @@ async def test_every_path_inject_writes_is_served() -> None:
     finally:
         await car.stop()
     for path, status, body in answers:
-        # 503 is an answer (not ready yet, nothing listening behind /live); 404 would mean no such route.
+        # 503 is an answer (not ready yet, nothing listening behind /live or /startup); 404 would mean no such route.
         assert status in (200, 503), (path, status, body)
         assert "error" not in body, (path, body)
-    rewritten = [c for c, where, _ in ours if where == "livenessProbe" and c != SIDECAR_NAME]
+    routed = [(c, ROUTED_PROBE_PATHS[w]) for c, w, _ in ours if w in ROUTED_PROBE_PATHS and c != SIDECAR_NAME]
     assert {path.split("?")[0] for path, _, _ in answers} == {
-        READY_PATH, HEALTHZ_PATH, DRAIN_PATH, *(LIVE_PATH.format(container=c) for c in rewritten)
+        READY_PATH, HEALTHZ_PATH, DRAIN_PATH, *(route.format(container=c) for c, route in routed)
     }

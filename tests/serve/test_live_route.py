@@ -1,4 +1,5 @@
-"""GET /live/<container>: the liveness check `inject --rewrite-liveness` routes through the sidecar."""
+"""GET /live/<container> and /startup/<container>: the liveness and startup checks `inject --rewrite-liveness`
+routes through the sidecar."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ async def base_url(live_target: FlipTarget) -> AsyncIterator[str]:
     config_text = json.dumps({"containers": [
         {"name": "app", "readinessProbe": {"tcpSocket": {"port": live_target.port}},
          "livenessProbe": {"httpGet": {"path": "/health", "port": live_target.port}, "timeoutSeconds": 1}},
-        {"name": "db", "readinessProbe": {"tcpSocket": {"port": live_target.port}}},
+        {"name": "db", "readinessProbe": {"tcpSocket": {"port": live_target.port}},
+         "startupProbe": {"httpGet": {"path": "/health", "port": live_target.port}}},
     ]})  # fmt: skip
     car = Sidecar(load_config(environ={CONFIG_ENV: config_text}), SETTINGS)
     ports = await car.start()
@@ -69,3 +71,21 @@ async def test_live_is_404_for_a_container_without_liveness_or_an_unknown_one(ba
         status, body = await get(f"{base_url}/live/{name}")
         assert status == 404
         assert body == {"error": f"no liveness check for container {name!r}"}
+
+
+async def test_startup_runs_the_startup_check_once_per_request_and_answers_200_or_503(
+    base_url: str, live_target: FlipTarget
+) -> None:
+    before = len(live_target.request_times)
+    status, body = await get(base_url + "/startup/db")
+    assert (status, body) == (200, {"container": "db", "started": True, "result": "success", "reason": "HTTP 200"})
+    live_target.status = 500
+    status, body = await get(base_url + "/startup/db")
+    assert (status, body) == (503, {"container": "db", "started": False, "result": "failure", "reason": "HTTP 500"})
+    assert len(live_target.request_times) == before + 2, "one request each, not a cached answer"
+
+
+async def test_startup_is_404_for_a_container_without_one_even_with_a_liveness_check(base_url: str) -> None:
+    for name in ("app", "nope"):
+        status, body = await get(f"{base_url}/startup/{name}")
+        assert (status, body) == (404, {"error": f"no startup check for container {name!r}"})

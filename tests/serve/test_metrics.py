@@ -32,6 +32,8 @@ EXPECTED_TYPES = {
     "readiness_time_to_ready_seconds": "gauge",
     "readiness_consecutive_failures": "gauge",
     "readiness_draining": "gauge",
+    "readiness_routed_check_total": "counter",
+    "readiness_routed_check_duration_seconds": "histogram",
     "readiness_probe_schedule_lateness_seconds": "histogram",
     "readiness_container_required": "gauge",
 }
@@ -247,3 +249,53 @@ async def test_metrics_port_serves_get_metrics_and_nothing_else() -> None:
     finally:
         await car.stop()
     assert (missing, posted) == (404, 405)
+
+
+async def test_liveness_and_startup_checks_are_counted_per_attempt_by_container_kind_and_result(
+    target: FlipTarget,
+) -> None:
+    # The kubelet's /live and /startup requests (inject --rewrite-liveness): one count per attempt,
+    # however many requests shared it, and series at zero only where a check was configured.
+    target.status, target.delay = 200, 0.2
+    web = ContainerSpec("web", TcpSocketSpec(port=target.port), NEVER,
+                        liveness=HttpGetSpec(port=target.port, path="/health"),
+                        startup=HttpGetSpec(port=target.port, path="/health"))  # fmt: skip
+    db = ContainerSpec("db", TcpSocketSpec(port=target.port), NEVER, startup=TcpSocketSpec(port=1))
+    car = Sidecar(SidecarConfig((web, db)), SETTINGS)
+    ports = await car.start()
+    assert ports.metrics is not None
+    try:
+        at_start = await scrape(ports.metrics)
+        async with aiohttp.ClientSession() as session:
+
+            async def status(path: str) -> int:
+                async with session.get(f"http://127.0.0.1:{ports.health}{path}") as resp:
+                    return resp.status
+
+            shared = await asyncio.gather(*(status("/live/web") for _ in range(5)))
+            target.status = 500
+            statuses = [await status("/live/web"), await status("/startup/web"), await status("/startup/db")]
+        after = await scrape(ports.metrics)
+    finally:
+        await car.stop()
+    assert (shared, statuses) == ([200] * 5, [503, 503, 503])
+
+    routed = "readiness_routed_check_total"
+    for name, kind in (("web", "liveness"), ("web", "startup"), ("db", "startup")):
+        for result in ("success", "warning", "failure", "error"):
+            assert at_start.value(routed, container=name, kind=kind, result=result) == 0
+        assert at_start.value("readiness_routed_check_duration_seconds_count", container=name, kind=kind) == 0
+    assert at_start.get(routed, container="db", kind="liveness", result="success") is None, "db has no liveness"
+
+    web_live = {"container": "web", "kind": "liveness"}
+    assert after.value(routed, **web_live, result="success") == 1, "five callers shared one attempt"
+    assert after.value(routed, **web_live, result="failure") == 1
+    assert after.value(routed, container="web", kind="startup", result="failure") == 1
+    assert after.value(routed, container="db", kind="startup", result="failure") == 1
+    assert after.value("readiness_routed_check_duration_seconds_count", **web_live) == 2
+    # Each of web's attempts waited for the target's 0.2 s delay.
+    assert after.value("readiness_routed_check_duration_seconds_bucket", **web_live, le="0.1") == 0
+    assert after.value("readiness_routed_check_duration_seconds_sum", **web_live) >= 0.4
+    help_lines = dict(re.findall(r"^# HELP (readiness_routed_\S+) (.+)$", after.text, re.MULTILINE))
+    assert "/live/<container>" in help_lines["readiness_routed_check_total"]
+    assert "timeoutSeconds" in help_lines["readiness_routed_check_duration_seconds"]

@@ -57,7 +57,8 @@ async def test_promtool_check_metrics_accepts_the_exposition_in_every_state() ->
         ContainerSpec("ready", HttpGetSpec(up.port, "/health")),
         ContainerSpec("failing", HttpGetSpec(down.port, "/health")),
         ContainerSpec("optional", HttpGetSpec(down.port, "/health"), required=False),
-        ContainerSpec("tcp", TcpSocketSpec(up.port)),
+        ContainerSpec("tcp", TcpSocketSpec(up.port), liveness=HttpGetSpec(down.port, "/health"),
+                      startup=TcpSocketSpec(up.port)),  # the checks behind /live/tcp and /startup/tcp
         ContainerSpec("pending", TcpSocketSpec(up.port), ProbeTiming(initial_delay=3600.0)),
         ContainerSpec("unobserved", None),
     ))
@@ -67,10 +68,13 @@ async def test_promtool_check_metrics_accepts_the_exposition_in_every_state() ->
         ports = await car.start()
         states = car.state.containers
         assert await car.state.wait_for(lambda: states["ready"].ready and states["tcp"].ready, 2.0)
-        car.drainer.begin()
-        async with aiohttp.ClientSession() as session, \
-                session.get(f"http://127.0.0.1:{ports.metrics}/metrics") as resp:
-            exposition = await resp.text()
+        async with aiohttp.ClientSession() as session:
+            for path in ("/live/tcp", "/startup/tcp"):
+                async with session.get(f"http://127.0.0.1:{ports.health}{path}") as resp:
+                    await resp.read()
+            car.drainer.begin()
+            async with session.get(f"http://127.0.0.1:{ports.metrics}/metrics") as resp:
+                exposition = await resp.text()
     finally:
         await car.stop()
         await up.stop()
@@ -82,6 +86,8 @@ async def test_promtool_check_metrics_accepts_the_exposition_in_every_state() ->
         in exposition
     assert 'readiness_time_to_ready_seconds{container="tcp"}' in exposition
     assert "readiness_draining 1.0" in exposition
+    assert 'readiness_routed_check_total{container="tcp",kind="liveness",result="failure"} 1.0' in exposition
+    assert 'readiness_routed_check_total{container="tcp",kind="startup",result="success"} 1.0' in exposition
     assert 'container="unobserved"' not in exposition
     assert _promtool("check", "metrics", stdin=exposition) == ""
 
@@ -90,7 +96,7 @@ def test_example_prometheus_config_and_alert_rules_pass_promtool() -> None:
     config_out = _promtool("check", "config", "prometheus.yml", cwd=PROMETHEUS_EXAMPLES)
     assert "SUCCESS: 1 rule files found" in config_out, "prometheus.yml must load alerts.yml"
     rules_out = _promtool("check", "rules", "alerts.yml", cwd=PROMETHEUS_EXAMPLES)
-    assert "SUCCESS: 5 rules found" in rules_out
+    assert "SUCCESS: 6 rules found" in rules_out
     # Each alert fires on the series it is about, and only there.
     assert "SUCCESS" in _promtool("test", "rules", "alerts_test.yml", cwd=PROMETHEUS_EXAMPLES)
 
