@@ -49,6 +49,10 @@ CONFIG_FILE_ENV = "READINESS_SIDECAR_CONFIG_FILE"  # -f; READINESS_SIDECAR_CONFI
 KNATIVE_PROBE_ENV = "SERVING_READINESS_PROBE"  # Knative queue-proxy's own, read unchanged
 IMAGE_ENV = "READINESS_SIDECAR_IMAGE"  # the image inject and the webhook add, unless --image says
 POD_IP_ENV = "POD_IP"  # the pod's IP, from the downward API (status.podIP), for --probe-host pod-ip
+PROBE_HOST_ENV = "READINESS_SIDECAR_PROBE_HOST"  # --probe-host: what inject writes for probe-host pod-ip
+# --probe-host / the probe-host annotation: the host the sidecar probes the apps on.
+PROBE_HOST_LOCALHOST = "localhost"  # the default: 127.0.0.1, as the kubelet's probes reach a pod's own apps
+PROBE_HOST_POD_IP = "pod-ip"  # POD_IP, for apps that listen on the pod IP only
 
 # Pod annotations.
 NOT_REQUIRED_ANNOTATION = "readiness-sidecar.io/not-required"  # containers reported but never gating
@@ -63,6 +67,12 @@ STATUS_ANNOTATION = "readiness-sidecar.io/status"  # set by inject; what it says
 STATUS_INJECTED = "injected"
 IMAGE_ANNOTATION = "readiness-sidecar.io/image"  # this pod's sidecar image; wins over --image
 PROBE_HOST_ANNOTATION = "readiness-sidecar.io/probe-host"  # "localhost" (the default) or "pod-ip"
+# One pod's sidecar settings, read by inject and the webhook alike; each wins over the flag of its name.
+DRAIN_SECONDS_ANNOTATION = "readiness-sidecar.io/drain-seconds"  # a duration, as --drain-seconds
+HEALTH_PORT_ANNOTATION = "readiness-sidecar.io/health-port"  # as --health-port, but never 0
+GRPC_PORT_ANNOTATION = "readiness-sidecar.io/grpc-port"  # as --grpc-port ("off" too), never 0
+METRICS_PORT_ANNOTATION = "readiness-sidecar.io/metrics-port"  # as --metrics-port ("off" too), never 0
+EXEC_PROBES_ANNOTATION = "readiness-sidecar.io/exec-probes"  # "kubelet" or "sidecar", as inject --exec-probes
 LINT_IGNORE_ANNOTATION = "readiness-sidecar.io/lint-ignore"  # "rule-id,rule-id": findings lint leaves out
 
 # Knative's fixed drain, here configurable (--drain-seconds); inject sizes the pod's grace period by it.
