@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from sidecar.contract import IMAGE_ANNOTATION, IMAGE_ENV
+from sidecar.k8s.inject import KNATIVE_MULTI_CONTAINER_PROBING
 from sidecar.k8s.options import DEFAULT_IMAGE, DEFAULT_IMAGE_WARNING
 from tests.conftest import REPO, sidecar_cmd
 
@@ -271,3 +272,32 @@ def test_a_file_without_kubernetes_objects_is_exit_2_with_one_line(sidecar_env: 
     ]:
         out = run_inject(stdin=stdin, env=sidecar_env)
         assert (out.returncode, out.stdout, out.stderr) == (2, "", f"<stdin>: {problem}\n"), stdin
+
+
+# -- Knative's multi-container probing -------------------------------------------------------------
+
+REVISION = """apiVersion: serving.knative.dev/v1
+kind: Revision
+metadata:
+  name: hello-00001
+spec:
+  containers:
+  - image: example.com/hello:1
+    readinessProbe:
+      httpGet:
+        path: /ready
+"""
+
+
+def test_an_injected_knative_template_gets_one_line_about_multi_container_probing(sidecar_env: dict[str, str]) -> None:
+    """Knative probes a non-serving container's readiness only with the multi-container-probing feature flag
+    (knative/serving#14853, config/core/configmaps/features.yaml): the sidecar is one, beside the serving one."""
+    for text, label in [(KNATIVE_SEED.read_text(), "Service/runtime"), (REVISION, "Revision/hello-00001")]:
+        out = run_inject("--image", IMAGE, stdin=text, env=sidecar_env)
+        assert out.returncode == 0, out.stderr
+        about = [line for line in out.stderr.splitlines() if "multi-container-probing" in line]
+        assert about == [f"warning: <stdin>: {label}: {KNATIVE_MULTI_CONTAINER_PROBING}"]
+        again = run_inject("--image", IMAGE, stdin=out.stdout, env=sidecar_env)
+        assert "multi-container-probing" not in again.stderr, "nothing more to say about an injected template"
+    core = run_inject("--image", IMAGE, "-f", str(GITOPS), env=sidecar_env)
+    assert "multi-container-probing" not in core.stderr
