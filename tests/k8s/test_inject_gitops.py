@@ -3,8 +3,10 @@ the image setting and the errors a file with no Kubernetes objects gets."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -12,6 +14,7 @@ import yaml
 from sidecar.contract import IMAGE_ANNOTATION, IMAGE_ENV
 from sidecar.k8s.inject import KNATIVE_MULTI_CONTAINER_PROBING
 from sidecar.k8s.options import DEFAULT_IMAGE, DEFAULT_IMAGE_WARNING
+from tests.cli.test_entry_point import _IMPORTED_AFTER_MAIN as IMPORTED_AFTER_MAIN
 from tests.conftest import REPO, sidecar_cmd
 
 DATA = REPO / "tests" / "data"
@@ -301,3 +304,24 @@ def test_an_injected_knative_template_gets_one_line_about_multi_container_probin
         assert "multi-container-probing" not in again.stderr, "nothing more to say about an injected template"
     core = run_inject("--image", IMAGE, "-f", str(GITOPS), env=sidecar_env)
     assert "multi-container-probing" not in core.stderr
+
+
+# -- the round-trip loader is inject's, not check's ----------------------------------------------
+
+
+def test_check_on_a_manifest_never_imports_ruamel_and_inject_does(sidecar_env: dict[str, str]) -> None:
+    """`check` is a Docker HEALTHCHECK (tests/cli/test_entry_point.py): the fast loader only."""
+    imported = {}
+    for command in (["check", "-f", str(GITOPS)], ["inject", "--image", IMAGE, "-f", str(GITOPS)]):
+        done = subprocess.run(
+            [sys.executable, "-c", IMPORTED_AFTER_MAIN, *command],
+            env=sidecar_env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
+        assert done.returncode in (0, 1), done.stderr
+        imported[command[0]] = set(json.loads(done.stdout.splitlines()[-1]))
+    assert "ruamel" not in imported["check"] and "yaml" in imported["check"]
+    assert "ruamel" in imported["inject"]
