@@ -239,12 +239,15 @@ def _comment_lines_after(mapping: dict[str, Any], key: str) -> Any:
 
 
 def _last_leaf(node: Any, key: Any) -> tuple[Any, Any]:
-    """The collection and key of the last scalar written under node[key], depth first."""
+    """The collection and key of the last line written under node[key], depth first: a scalar,
+    or a flow collection (`[a, b]`), which is written on its key's line."""
     while True:
         value = node[key]
-        if isinstance(value, dict) and value and hasattr(value, "ca"):
+        if not value or not hasattr(value, "ca") or value.fa.flow_style():
+            return node, key
+        if isinstance(value, dict):
             node, key = value, list(value)[-1]
-        elif isinstance(value, list) and value and hasattr(value, "ca"):
+        elif isinstance(value, list):
             node, key = value, len(value) - 1
         else:
             return node, key

@@ -131,11 +131,18 @@ spec:
     env:
     - name: A
       value: "1"
+  - name: flow
+    image: y
+    args: [serve, --port=9000]   # flow, with a comment
+    readinessProbe: {tcpSocket: {port: 9000}}
+    # under a flow probe
+    ports: [{containerPort: 9000}]
 """
     out = run_inject("--image", IMAGE, stdin=pod, env=sidecar_env)
     assert out.returncode == 0, out.stderr
     assert "    # the env below is read at start-up\n    env:\n" in out.stdout
     assert "the probe's own comment" not in out.stdout
+    assert "    args: [serve, --port=9000]   # flow, with a comment\n    # under a flow probe\n    ports:" in out.stdout
 
 
 # -- --diff ----------------------------------------------------------------------------------
