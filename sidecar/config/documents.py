@@ -92,6 +92,9 @@ def read_manifest(filename: str, stdin: BinaryIO, *, round_trip: bool = False) -
         json_docs = _load_json(text)
         if json_docs is not None:
             return Manifest(source, json_docs, True, text)
+        # The fast loader first: it decides what is valid YAML, as for `check` and the rest,
+        # since ruamel.yaml takes some text libyaml refuses (an anchor with no name: `&#...`).
+        _load_yaml(text, source)
         docs = _load_round_trip(text, source)
         return Manifest(source, docs, False, text, _guess_layout(text, docs))
     docs, is_json = _load(text, source)
