@@ -3,8 +3,10 @@ webhook (a real TLS server), and what the sidecar they configure then does with 
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
+import signal
 import socket
 import subprocess
 from typing import Any
@@ -21,6 +23,7 @@ from sidecar.contract import (
     EXEC_PROBES_ANNOTATION,
     GRPC_PORT_ANNOTATION,
     HEALTH_PORT_ANNOTATION,
+    IMAGE_ENV,
     LIVE_PATH,
     METRICS_PORT_ANNOTATION,
     POD_IP_ENV,
@@ -30,6 +33,7 @@ from sidecar.contract import (
     SIDECAR_NAME,
 )
 from sidecar.k8s.inject import InjectOptions
+from sidecar.k8s.options import DEFAULT_IMAGE, DEFAULT_IMAGE_WARNING
 from sidecar.k8s.pod_settings import DRAIN_SECONDS_ENV, GRPC_PORT_ENV, HEALTH_PORT_ENV, METRICS_PORT_ENV
 from sidecar.k8s.tls_reload import TlsFiles
 from sidecar.k8s.webhook import WebhookServer
@@ -347,3 +351,43 @@ async def test_the_webhook_still_admits_a_pod_whose_probe_it_cannot_inject(
     response = await admit(session, port, broken)
     assert response["allowed"] is True and "patch" not in response
     assert response["warnings"][0].startswith("readiness-sidecar: not injected: admission: Pod/web: ")
+
+
+# -- the webhook's image: the same flag and env as inject -----------------------------------------------
+
+
+async def webhook_start_lines(tls_files: TlsFiles, env: dict[str, str], *flags: str) -> list[str]:
+    """The webhook CLI's log up to the line after "listening" (or its end), then SIGTERM."""
+    proc = await asyncio.create_subprocess_exec(
+        *sidecar_cmd("webhook", "--bind", "127.0.0.1", "--port", "0", "--cert", tls_files.cert,
+                     "--key", tls_files.key, *flags),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env, cwd=REPO,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(15):
+            while not any("webhook listening on" in line for line in lines):
+                line = (await proc.stderr.readline()).decode()
+                assert line, "webhook exited early:\n" + "".join(lines)
+                lines.append(line)
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            lines.extend((await proc.stderr.read()).decode().splitlines(keepends=True))
+            assert await proc.wait() == 0, "".join(lines)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return lines
+
+
+async def test_the_webhook_takes_the_image_from_the_env_and_warns_about_the_default(
+    tls_files: TlsFiles, sidecar_env: dict[str, str]
+) -> None:
+    from_env = await webhook_start_lines(tls_files, {**sidecar_env, IMAGE_ENV: "registry.example/from-env:1"})
+    assert any("injecting registry.example/from-env:1" in line for line in from_env), from_env
+    assert not any(DEFAULT_IMAGE_WARNING in line for line in from_env)
+    by_default = await webhook_start_lines(tls_files, sidecar_env)
+    assert any(f"injecting {DEFAULT_IMAGE}" in line for line in by_default), by_default
+    assert sum(DEFAULT_IMAGE_WARNING in line for line in by_default) == 1
