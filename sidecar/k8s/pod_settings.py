@@ -42,7 +42,7 @@ from sidecar.contract import (
 )
 from sidecar.durations import parse_finite_duration
 from sidecar.errors import ErrorContext, quote, type_words
-from sidecar.k8s.options import DEFAULT_IMAGE, EXEC_PROBE_MODES, InjectOptions
+from sidecar.k8s.options import EXEC_PROBE_MODES, InjectOptions
 from sidecar.ports import parse_port
 
 PROBE_HOSTS = (PROBE_HOST_LOCALHOST, PROBE_HOST_POD_IP)
@@ -64,8 +64,7 @@ class SidecarPort(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class PodSettings:
-    image: str
-    image_from_default: bool  # neither the annotation, --image nor READINESS_SIDECAR_IMAGE named one
+    image: str  # the annotation's, else --image or READINESS_SIDECAR_IMAGE, else DEFAULT_IMAGE
     exec_probes: str  # one of EXEC_PROBE_MODES
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
     health_port: int = HEALTH_PORT
@@ -120,10 +119,8 @@ def pod_settings(ref: PodSpecRef, ctx: ErrorContext, options: InjectOptions) -> 
         except ValueError as exc:
             raise ctx.error(at, str(exc)) from None
 
-    image = annotated(IMAGE_ANNOTATION, _image, None)
     settings = PodSettings(
-        image=image or options.image_or_default,
-        image_from_default=image is None and options.image is None,
+        image=annotated(IMAGE_ANNOTATION, _image, options.image_or_default),
         exec_probes=annotated(EXEC_PROBES_ANNOTATION, _choice(EXEC_PROBE_MODES), options.exec_probes),
         drain_seconds=annotated(DRAIN_SECONDS_ANNOTATION, parse_finite_duration, DEFAULT_DRAIN_SECONDS),
         health_port=annotated(HEALTH_PORT_ANNOTATION, _fixed_port(allow_off=False), HEALTH_PORT),
@@ -189,4 +186,4 @@ def _refuse_port_clashes(ref: PodSpecRef, ctx: ErrorContext, settings: PodSettin
                     )
 
 
-__all__ = ["DEFAULT_IMAGE", "PodSettings", "SidecarPort", "pod_settings"]
+__all__ = ["PodSettings", "SidecarPort", "pod_settings"]

@@ -1,6 +1,6 @@
 """The container `inject` adds to a pod: one place for its name, ports, probes, resources and security.
 
-    settings = PodSettings(image="registry.example/rs:0.1.0", image_from_default=False, exec_probes="kubelet")
+    settings = PodSettings(image="registry.example/rs:0.1.0", exec_probes="kubelet")
     container = sidecar_container(settings, config_json, declare_ports=True)
     container["readinessProbe"]["httpGet"]["path"]  # "/ready?wait=900ms"
 """
