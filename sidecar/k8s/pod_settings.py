@@ -54,6 +54,9 @@ GRPC_PORT_ENV = ENV_PREFIX + "GRPC_PORT"
 METRICS_PORT_ENV = ENV_PREFIX + "METRICS_PORT"
 DRAIN_SECONDS_ENV = ENV_PREFIX + "DRAIN_SECONDS"
 PORT_OFF = "off"  # what `run` reads as a port turned off
+# queue-proxy's ports in every Knative pod: the ones Knative's validation reserves (HTTP, HTTP/2,
+# admin, both metrics ports, profiling: pkg/apis/serving/k8s_validation.go reservedPorts), and its HTTPS 8112.
+KNATIVE_QUEUE_PROXY_PORTS = frozenset({8012, 8013, 8022, 9090, 9091, 8008, 8112})
 
 
 class SidecarPort(NamedTuple):
@@ -170,6 +173,8 @@ def _refuse_port_clashes(ref: PodSpecRef, ctx: ErrorContext, settings: PodSettin
             other = taken[port.number].name
             raise ctx.error(f"annotations[{port.annotation}]", f"port {port.number} is the sidecar's {other} too")
         taken[port.number] = port
+        if ref.knative and port.number in KNATIVE_QUEUE_PROXY_PORTS:
+            raise ctx.error(f"annotations[{port.annotation}]", f"port {port.number} is Knative queue-proxy's")
     for key in ("initContainers", "containers"):
         entries = ref.pod_spec.get(key)
         for entry in entries if isinstance(entries, list) else ():

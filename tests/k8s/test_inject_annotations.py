@@ -391,3 +391,25 @@ async def test_the_webhook_takes_the_image_from_the_env_and_warns_about_the_defa
     by_default = await webhook_start_lines(tls_files, sidecar_env)
     assert any(f"injecting {DEFAULT_IMAGE}" in line for line in by_default), by_default
     assert sum(DEFAULT_IMAGE_WARNING in line for line in by_default) == 1
+
+
+def test_a_knative_sidecar_port_may_not_be_queue_proxys(sidecar_env: dict[str, str]) -> None:
+    """queue-proxy shares the pod's network namespace; Knative reserves its ports
+    (knative/serving pkg/apis/serving/k8s_validation.go, reservedPorts)."""
+    service = {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": {"name": "hello"},
+        "spec": {
+            "template": {
+                "metadata": {"annotations": {METRICS_PORT_ANNOTATION: "9091"}},
+                "spec": {"containers": [{"image": "x", "ports": [{"containerPort": 8080}]}]},
+            }
+        },
+    }
+    done = inject_cli(service, sidecar_env)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert (
+        done.stderr
+        == f"<stdin>: Service/hello: annotations[{METRICS_PORT_ANNOTATION}]: port 9091 is Knative queue-proxy's\n"
+    )
