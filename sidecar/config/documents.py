@@ -52,6 +52,9 @@ class Layout:
     # The comment lines and the `---` before the first document: ruamel.yaml drops
     # comments above a first `---`, and writes no `---` of its own there.
     header: str = ""
+    # The `---` / `...` lines after the last document, which ruamel.yaml drops too.
+    footer: str = ""
+    newline: str = "\n"  # "\r\n" for a text written on Windows
 
     def indent(self, index: int) -> Indent:
         return self.indents[index] if index < len(self.indents) else Indent()
@@ -201,7 +204,10 @@ def _dump_round_trip(docs: list[Any], layout: Layout) -> str:
         out = io.StringIO()
         rt.dump(doc, out)
         parts.append(out.getvalue())
-    return layout.header + "---\n".join(parts)
+    body = "---\n".join(parts)
+    if layout.newline != "\n":  # ruamel.yaml keeps a comment's "\r" but writes "\n" everywhere else
+        body = body.replace("\r\n", "\n").replace("\n", layout.newline)
+    return layout.header + body + layout.footer
 
 
 def remove_key(mapping: dict[str, Any], key: str) -> None:
@@ -272,7 +278,8 @@ def _guess_layout(text: str, docs: list[Any]) -> Layout:
             indents.append(indents[-1] if indents else Indent())
             continue
         indents.append(_guess_indent(lines[start : later[0] if later else len(lines)]))
-    return Layout(indents=tuple(indents), header=_header(text))
+    newline = "\r\n" if text.split("\n", 1)[0].endswith("\r") else "\n"
+    return Layout(indents=tuple(indents), header=_header(text), footer=_footer(text), newline=newline)
 
 
 def _start_line(doc: Any) -> int | None:
@@ -306,6 +313,17 @@ def _guess_indent(text_lines: list[str]) -> Indent:
 
 
 _DOCUMENT_START = re.compile(r"^---[ \t]*(#.*)?$")
+_DOCUMENT_MARKER = re.compile(r"^(---|\.\.\.)[ \t]*$")
+
+
+def _footer(text: str) -> str:
+    """The blank and `---`/`...` lines ending the text, if there is such a marker among them."""
+    lines = text.splitlines(keepends=True)
+    start = len(lines)
+    while start and (not lines[start - 1].strip() or _DOCUMENT_MARKER.match(lines[start - 1].strip())):
+        start -= 1
+    footer = "".join(lines[start:])
+    return footer if any(_DOCUMENT_MARKER.match(line.strip()) for line in lines[start:]) else ""
 
 
 def _header(text: str) -> str:

@@ -332,3 +332,20 @@ def test_check_on_a_manifest_never_imports_ruamel_and_inject_does(sidecar_env: d
         imported[command[0]] = set(json.loads(done.stdout.splitlines()[-1]))
     assert "ruamel" not in imported["check"] and "yaml" in imported["check"]
     assert "ruamel" in imported["inject"]
+
+
+def test_windows_line_ends_and_a_closing_marker_survive(sidecar_env: dict[str, str], tmp_path: Path) -> None:
+    text = GITOPS.read_text().replace("\n", "\r\n") + "...\r\n"
+    target = tmp_path / "deploy.yaml"
+    target.write_bytes(text.encode())
+    done = subprocess.run(
+        sidecar_cmd("inject", "--image", IMAGE, "--diff", "-f", str(target)), capture_output=True, env=sidecar_env,
+        timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    diff = done.stdout.decode()
+    body = [line for line in diff.split("\n")[2:] if line and not line.startswith("@@")]
+    assert all(line.endswith("\r") for line in body), "every line of the file keeps its CRLF"
+    removed = [line for line in body if line.startswith("-")]
+    assert len(removed) == 5 and removed[0] == "-          readinessProbe:\r"
+    assert not any(line.strip("+-\r") == "..." for line in body), "the closing ... is not touched"
