@@ -252,14 +252,10 @@ def _last_leaf(node: Any, key: Any) -> tuple[Any, Any]:
     or a flow collection (`[a, b]`), which is written on its key's line."""
     while True:
         value = node[key]
-        if not value or not hasattr(value, "ca") or value.fa.flow_style():
+        block = isinstance(value, (dict, list)) and value and hasattr(value, "fa") and not value.fa.flow_style()
+        if not block:
             return node, key
-        if isinstance(value, dict):
-            node, key = value, list(value)[-1]
-        elif isinstance(value, list):
-            node, key = value, len(value) - 1
-        else:
-            return node, key
+        node, key = (value, list(value)[-1]) if isinstance(value, dict) else (value, len(value) - 1)
 
 
 _KEY_LINE = re.compile(r"^( *)[^\s#-][^#]*:\s*(#.*)?$")
