@@ -36,7 +36,7 @@ def inject_command(args: argparse.Namespace) -> int:
         return 1
     injected, warnings = inject_documents(manifest.docs, manifest.source, options)
     # Only now, with every document injected, does anything reach stdout.
-    text = dump_documents(injected, as_json=manifest.is_json, layout=manifest.layout)
+    text = dump_documents(injected, as_json=manifest.is_json, layout=manifest.layout, originals=manifest.docs)
     for line in probe_mode_lines(manifest.docs, manifest.source, options):
         print(line, file=sys.stderr)
     if default_image_used(manifest.docs, injected, manifest.source, options):

@@ -55,6 +55,10 @@ class Layout:
     # The `---` / `...` lines after the last document, which ruamel.yaml drops too.
     footer: str = ""
     newline: str = "\n"  # "\r\n" for a text written on Windows
+    # The text cut at its `---` lines, each piece as written, and which piece holds each
+    # document; () when the cut is not certain (a marker line with content, an empty document).
+    pieces: tuple[str, ...] = ()
+    piece_of: tuple[int, ...] = ()
 
     def indent(self, index: int) -> Indent:
         return self.indents[index] if index < len(self.indents) else Indent()
@@ -117,16 +121,21 @@ def require_objects(manifest: Manifest) -> None:
         )
 
 
-def dump_documents(docs: list[Any], *, as_json: bool, layout: Layout | None = None) -> str:
+def dump_documents(
+    docs: list[Any], *, as_json: bool, layout: Layout | None = None, originals: list[Any] | None = None
+) -> str:
     """The documents as text: JSON, or multi-document YAML (`---` between documents).
 
     Documents from a round-trip read are written by ruamel.yaml (pass their `layout`),
-    comments and quoting included; plain ones by PyYAML, in key order."""
+    comments and quoting included; plain ones by PyYAML, in key order. With the documents
+    as read (`originals`), one equal to its original is written exactly as it was read."""
     if as_json:
         return "".join(json.dumps(doc, indent=2, ensure_ascii=False) + "\n" for doc in docs)
     if not docs:
         return ""
     if layout is not None:
+        if originals is not None and len(layout.piece_of) == len(docs) == len(originals):
+            return _splice_round_trip(docs, originals, layout)
         return _dump_round_trip(docs, layout)
     import yaml  # only writers pay for it: `check --probe` never loads yaml
 
@@ -194,20 +203,34 @@ def _load_round_trip(text: str, source: str) -> list[Any]:
 
 
 def _dump_round_trip(docs: list[Any], layout: Layout) -> str:
+    body = "---\n".join(_dump_one(doc, layout.indent(index)) for index, doc in enumerate(docs))
+    return layout.header + _with_newline(body, layout.newline) + layout.footer
+
+
+def _splice_round_trip(docs: list[Any], originals: list[Any], layout: Layout) -> str:
+    """The text as read, each changed document's piece replaced by its dump."""
+    pieces = list(layout.pieces)
+    for index, (doc, original) in enumerate(zip(docs, originals, strict=True)):
+        if doc != original:
+            pieces[layout.piece_of[index]] = _with_newline(_dump_one(doc, layout.indent(index)), layout.newline)
+    return "".join(pieces)
+
+
+def _dump_one(doc: Any, indent: Indent) -> str:
     import io
 
-    parts = []
-    for index, doc in enumerate(docs):
-        indent = layout.indent(index)
-        rt = _round_trip_yaml()
-        rt.indent(mapping=indent.mapping, sequence=indent.sequence, offset=indent.offset)
-        out = io.StringIO()
-        rt.dump(doc, out)
-        parts.append(out.getvalue())
-    body = "---\n".join(parts)
-    if layout.newline != "\n":  # ruamel.yaml keeps a comment's "\r" but writes "\n" everywhere else
-        body = body.replace("\r\n", "\n").replace("\n", layout.newline)
-    return layout.header + body + layout.footer
+    rt = _round_trip_yaml()
+    rt.indent(mapping=indent.mapping, sequence=indent.sequence, offset=indent.offset)
+    out = io.StringIO()
+    rt.dump(doc, out)
+    return out.getvalue()
+
+
+def _with_newline(text: str, newline: str) -> str:
+    if newline == "\n":
+        return text
+    # ruamel.yaml keeps a comment's "\r" but writes "\n" everywhere else.
+    return text.replace("\r\n", "\n").replace("\n", newline)
 
 
 def remove_key(mapping: dict[str, Any], key: str) -> None:
@@ -275,7 +298,46 @@ def _guess_layout(text: str, docs: list[Any]) -> Layout:
             continue
         indents.append(_guess_indent(lines[start : later[0] if later else len(lines)]))
     newline = "\r\n" if text.split("\n", 1)[0].endswith("\r") else "\n"
-    return Layout(indents=tuple(indents), header=_header(text), footer=_footer(text), newline=newline)
+    pieces, piece_of = _pieces(text, len(docs))
+    return Layout(
+        indents=tuple(indents),
+        header=_header(text),
+        footer=_footer(text),
+        newline=newline,
+        pieces=pieces,
+        piece_of=piece_of,
+    )
+
+
+_MARKER_LINE = re.compile(r"^(---|\.\.\.)(?=[ \t\r]|$)")
+_MARKER_ONLY = re.compile(r"^---[ \t]*(#.*)?$")
+
+
+def _pieces(text: str, documents: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The text as pieces: each `---` line on its own, and what lies between them. A `---` at the
+    start of a line always ends a document, so each piece holding more than comments is one document."""
+    pieces: list[str] = []
+    current: list[str] = []
+    for line in text.splitlines(keepends=True):
+        if line.startswith("---") and _MARKER_LINE.match(line):
+            if not _MARKER_ONLY.match(line.rstrip("\r\n")):
+                return (), ()  # `--- {a: 1}`: content on the marker's line
+            pieces.extend(["".join(current), line])
+            current = []
+        else:
+            current.append(line)
+    pieces.append("".join(current))
+    holding = tuple(index for index, piece in enumerate(pieces) if _has_content(piece))
+    if len(holding) != documents:
+        return (), ()  # an empty document (`~`), or a `...` inside one
+    return tuple(pieces), holding
+
+
+def _has_content(piece: str) -> bool:
+    return any(
+        line.strip() and not line.lstrip().startswith("#") and not _MARKER_LINE.match(line)
+        for line in piece.splitlines()
+    )
 
 
 def _start_line(doc: Any) -> int | None:

@@ -161,7 +161,8 @@ def test_diff_names_the_file_like_git_and_stdin_as_stdin(sidecar_env: dict[str, 
 
 def test_diff_applies_with_patch_to_give_the_injected_output(sidecar_env: dict[str, str], tmp_path: Path) -> None:
     target = tmp_path / "deploy.yaml"
-    target.write_text(GITOPS.read_text().rstrip("\n"))  # no newline at the end: the marker must be right
+    deployment = GITOPS.read_text().split("---\n# Not a workload")[0]
+    target.write_text(deployment.rstrip("\n"))  # no newline at the end: the marker must be right
     diff = run_inject("--image", IMAGE, "--diff", "-f", "deploy.yaml", env=sidecar_env, cwd=tmp_path)
     assert "\\ No newline at end of file" in diff.stdout
     injected = run_inject("--image", IMAGE, "-f", "deploy.yaml", env=sidecar_env, cwd=tmp_path)
@@ -349,3 +350,17 @@ def test_windows_line_ends_and_a_closing_marker_survive(sidecar_env: dict[str, s
     removed = [line for line in body if line.startswith("-")]
     assert len(removed) == 5 and removed[0] == "-          readinessProbe:\r"
     assert not any(line.strip("+-\r") == "..." for line in body), "the closing ... is not touched"
+
+
+def test_a_document_inject_leaves_alone_comes_out_as_it_was_read_byte_for_byte(sidecar_env: dict[str, str]) -> None:
+    """Flow style, trailing blanks, `...`: whatever the round-trip writer would normalise, in a document
+    inject does not change, stays as written, even beside one it injects."""
+    untouched = "{apiVersion: v1, kind: ConfigMap,   metadata: {name: a}}   \n...\n"
+    pod = (
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web   \nspec:\n  containers:\n  - name: app\n"
+        "    image: x\n    ports: [{containerPort: 80}]\n"
+    )
+    out = run_inject("--image", IMAGE, stdin=untouched + "---\n" + pod, env=sidecar_env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(untouched + "---\napiVersion: v1\nkind: Pod\n")
+    assert "readiness-sidecar" in out.stdout
