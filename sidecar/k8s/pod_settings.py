@@ -180,7 +180,8 @@ def _refuse_port_clashes(ref: PodSpecRef, ctx: ErrorContext, settings: PodSettin
         for entry in entries if isinstance(entries, list) else ():
             if not isinstance(entry, dict) or entry.get("name") == SIDECAR_NAME:
                 continue
-            for declared in entry.get("ports") or ():
+            declared_ports = entry.get("ports")  # any shape: this runs before the pod spec is validated
+            for declared in declared_ports if isinstance(declared_ports, list) else ():
                 number = declared.get("containerPort") if isinstance(declared, dict) else None
                 if isinstance(number, int) and not isinstance(number, bool) and number in taken:
                     port = taken[number]
