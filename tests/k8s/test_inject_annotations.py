@@ -216,6 +216,9 @@ def test_the_env_inject_writes_is_what_run_reads_with_the_same_parsers() -> None
         9552,
         90.0,
     )
+    if "probe_host" in RunSettings.fields():  # `run --probe-host` (the pod-IP work) reads what inject writes
+        assert env_name("probe_host") == PROBE_HOST_ENV
+        RunSettings.from_raw({"probe_host": "pod-ip"})
 
 
 def free_port() -> int:
