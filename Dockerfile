@@ -1,12 +1,12 @@
 # readiness-sidecar: one aggregated readiness answer for every container in a pod.
 #
-#   docker build -t readiness-sidecar .
-#   podman build --format docker -t readiness-sidecar .   # OCI format would drop the HEALTHCHECK
+#   docker build -t localhost/readiness-sidecar:0.1.0 .
+#   podman build --format docker -t localhost/readiness-sidecar:0.1.0 .   # OCI format would drop the HEALTHCHECK
 #
 # Behind a TLS-intercepting proxy, give pip the proxy's CA bundle as a build secret.
 # It is mounted into the pip step only and never lands in a layer of either stage:
 #
-#   docker build --secret id=cabundle,src=/etc/ssl/certs/ca-certificates.crt -t readiness-sidecar .
+#   docker build --secret id=cabundle,src=/etc/ssl/certs/ca-certificates.crt -t localhost/readiness-sidecar:0.1.0 .
 #
 # BASE_IMAGE needs python3 >= 3.11 with the venv module (Debian: python3-venv). Both
 # stages start from it, so the venv's link to the interpreter is valid in the final one.

@@ -70,6 +70,12 @@ STATUS_ANNOTATION = "readiness-sidecar.io/status"  # set by inject; what it says
 STATUS_INJECTED = "injected"
 IMAGE_ANNOTATION = "readiness-sidecar.io/image"  # this pod's sidecar image; wins over --image
 PROBE_HOST_ANNOTATION = "readiness-sidecar.io/probe-host"  # "localhost" (the default) or "pod-ip"
+# One pod's sidecar settings, read by inject and the webhook alike; each wins over the flag of its name.
+DRAIN_SECONDS_ANNOTATION = "readiness-sidecar.io/drain-seconds"  # a duration, as --drain-seconds
+HEALTH_PORT_ANNOTATION = "readiness-sidecar.io/health-port"  # as --health-port, but never 0
+GRPC_PORT_ANNOTATION = "readiness-sidecar.io/grpc-port"  # as --grpc-port ("off" too), never 0
+METRICS_PORT_ANNOTATION = "readiness-sidecar.io/metrics-port"  # as --metrics-port ("off" too), never 0
+EXEC_PROBES_ANNOTATION = "readiness-sidecar.io/exec-probes"  # "kubelet" or "sidecar", as inject --exec-probes
 LINT_IGNORE_ANNOTATION = "readiness-sidecar.io/lint-ignore"  # "rule-id,rule-id": findings lint leaves out
 
 # Knative's fixed drain, here configurable (--drain-seconds); inject sizes the pod's grace period by it.

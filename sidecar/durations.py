@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -33,6 +34,17 @@ def parse_duration(text: str) -> float:
         total += float(match.group(1)) * _UNITS[match.group(2)]
         pos = match.end()
     return total
+
+
+def parse_finite_duration(text: str) -> float:
+    """parse_duration, refusing what sums to infinity: an endless drain or period is a typo.
+
+    parse_duration refuses "1e400" but sums "9999...9s" to inf, which would silently mean
+    "never exit" or "never probe again"."""
+    value = parse_duration(text)
+    if not math.isfinite(value):
+        raise ValueError(f"duration {text[:40]!r} is too long")
+    return value
 
 
 def format_duration(seconds: float) -> str:

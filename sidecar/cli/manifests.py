@@ -7,20 +7,27 @@ half a manifest behind.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 
 from sidecar.cli.parser import inject_options
-from sidecar.config.documents import dump_documents, read_manifest
-from sidecar.k8s.inject import inject_documents, probe_mode_lines
+from sidecar.config.documents import dump_documents, read_manifest, require_objects
+from sidecar.k8s.inject import default_image_used, inject_documents, probe_mode_lines
 from sidecar.k8s.lint import lint_documents
 from sidecar.k8s.lint_sarif import sarif_log
+from sidecar.k8s.options import DEFAULT_IMAGE_WARNING
+
+# What git prints after a last line that has no newline, so a diff of such a file still applies.
+NO_NEWLINE = "\n\\ No newline at end of file\n"
 
 
 def inject_command(args: argparse.Namespace) -> int:
-    """Read, lint (refuse on errors unless --force), inject, then write all at once."""
+    """Read, lint (refuse on errors unless --force), inject, then write all at once (or the diff, with --diff)."""
     options = inject_options(args)
-    manifest = read_manifest(args.filename, sys.stdin.buffer)
+    # Round trip: comments, key order and quoting survive, so inject's diff is only what it changed.
+    manifest = read_manifest(args.filename, sys.stdin.buffer, round_trip=True)
+    require_objects(manifest)
     findings = lint_documents(manifest.docs, manifest.source, exec_probes=options.exec_probes)
     for finding in findings:
         print(finding, file=sys.stderr)
@@ -30,13 +37,24 @@ def inject_command(args: argparse.Namespace) -> int:
         return 1
     injected, warnings = inject_documents(manifest.docs, manifest.source, options)
     # Only now, with every document injected, does anything reach stdout.
-    text = dump_documents(injected, as_json=manifest.is_json)
+    text = dump_documents(injected, as_json=manifest.is_json, layout=manifest.layout, originals=manifest.docs)
     for line in probe_mode_lines(manifest.docs, manifest.source, options):
         print(line, file=sys.stderr)
+    if default_image_used(manifest.docs, injected, manifest.source, options):
+        print(f"warning: {DEFAULT_IMAGE_WARNING}", file=sys.stderr)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    sys.stdout.write(text)
+    sys.stdout.write(unified_diff(manifest.text, text, manifest.source) if args.diff else text)
     return 0
+
+
+def unified_diff(before: str, after: str, name: str) -> str:
+    """`before` -> `after` as git prints it (a/ and b/ prefixes, the no-newline marker); "" if equal."""
+    path = name.lstrip("/")  # as git names an absolute path: a/tmp/x.yaml
+    lines = difflib.unified_diff(
+        before.splitlines(keepends=True), after.splitlines(keepends=True), f"a/{path}", f"b/{path}"
+    )
+    return "".join(line if line.endswith("\n") else line + NO_NEWLINE for line in lines)
 
 
 def lint_command(args: argparse.Namespace) -> int:

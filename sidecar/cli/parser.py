@@ -1,7 +1,7 @@
 """The argument parser of every command, and the typed values built from its flags.
 
     args = build_parser().parse_args(["inject", "-f", "deploy.yaml"])
-    inject_options(args)  # InjectOptions(image="readiness-sidecar:0.1.0", ...)
+    inject_options(args)  # InjectOptions(image=None, ...): None is DEFAULT_IMAGE, unless READINESS_SIDECAR_IMAGE
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 import sys
 
 from sidecar import __version__
-from sidecar.contract import CONFIG_FILE_ENV, DEFAULT_DRAIN_SECONDS, WEBHOOK_PORT
+from sidecar.contract import CONFIG_FILE_ENV, DEFAULT_DRAIN_SECONDS, IMAGE_ANNOTATION, IMAGE_ENV, WEBHOOK_PORT
 from sidecar.k8s.lint_rules import ERROR, SEVERITIES
 from sidecar.k8s.options import DEFAULT_IMAGE, EXEC_PROBE_MODES, InjectOptions
 
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_manifest_input(inject)
     _add_injection_options(inject)
     inject.add_argument("--force", action="store_true", help="inject even if lint finds errors")
+    inject.add_argument("--diff", action="store_true",
+                        help="print a unified diff of the input and the injected manifest instead of the manifest; "
+                        "exit 0 whether or not anything changed (1 for lint errors, 2 for bad input)")
 
     lint = commands.add_parser("lint", help="report probe problems in manifests; exit 1 on errors")
     _add_manifest_input(lint)
@@ -145,8 +148,11 @@ def _add_exec_probes(parser: argparse.ArgumentParser, help_text: str) -> None:
 
 
 def _add_injection_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image", default=None, help="the sidecar image to inject")
-    _add_exec_probes(parser, "leave exec probes with the kubelet (default) or move them into the sidecar")
+    parser.add_argument("--image", default=None,
+                        help=f"the sidecar image to inject (env {IMAGE_ENV}; a pod's {IMAGE_ANNOTATION} annotation "
+                        f"wins; default {DEFAULT_IMAGE}, the name of a local build)")
+    _add_exec_probes(parser, "leave exec probes with the kubelet (default) or move them into the sidecar; "
+                     "a pod's readiness-sidecar.io/exec-probes annotation wins")
     parser.add_argument("--native-sidecar", action="store_true",
                         help="inject as an init container with restartPolicy: Always (Kubernetes 1.29+)")
     parser.add_argument("--rewrite-liveness", action="store_true",
@@ -155,9 +161,9 @@ def _add_injection_options(parser: argparse.ArgumentParser) -> None:
 
 
 def inject_options(args: argparse.Namespace) -> InjectOptions:
-    """The InjectOptions of `inject` and `webhook`, from their shared flags."""
+    """The InjectOptions of `inject` and `webhook`, from their shared flags (and READINESS_SIDECAR_IMAGE)."""
     return InjectOptions(
-        image=args.image or DEFAULT_IMAGE,
+        image=args.image or os.environ.get(IMAGE_ENV) or None,
         exec_probes=args.exec_probes,
         native_sidecar=args.native_sidecar,
         rewrite_liveness=args.rewrite_liveness,

@@ -14,6 +14,7 @@ from sidecar import __version__
 from sidecar.cli.parser import inject_options
 from sidecar.contract import HEALTHZ_PATH, MUTATE_PATH
 from sidecar.errors import ConfigError
+from sidecar.k8s.options import DEFAULT_IMAGE_WARNING
 from sidecar.k8s.tls_reload import TlsFiles
 from sidecar.k8s.webhook import WebhookServer
 from sidecar.serve.logs import setup_logging
@@ -37,8 +38,10 @@ async def _serve(server: WebhookServer, bind: str, port: int, logger: logging.Lo
                 raise ConfigError(f"--bind {bind} --port {port}", problem=problem) from None
             logger.info(
                 "readiness-sidecar %s webhook listening on https://%s (POST %s, GET %s), injecting %s",
-                __version__, join_host_port(bind, bound), MUTATE_PATH, HEALTHZ_PATH, server.options.image,
+                __version__, join_host_port(bind, bound), MUTATE_PATH, HEALTHZ_PATH, server.options.image_or_default,
             )
+            if server.options.image is None:
+                logger.warning("%s", DEFAULT_IMAGE_WARNING)
             await stop.wait()
             logger.info("webhook stopping")
         finally:

@@ -1,8 +1,10 @@
 """AdmissionReview v1 in, AdmissionReview v1 out: what the webhook answers, with no I/O.
 
-The answer is always `allowed: true`. The webhook only adds a sidecar; refusing a pod because of our own
-problem (a bad probe, a malformed review, a bug) would block deployments, so every error becomes a warning
-that `kubectl` shows and the pod is admitted unchanged.
+The answer is `allowed: true` but for one case. The webhook only adds a sidecar; refusing a pod because of
+our own problem (a bad probe, a malformed review, a bug) would block deployments, so every such error becomes a
+warning that `kubectl` shows and the pod is admitted unchanged. A bad value in one of our own annotations
+(`readiness-sidecar.io/health-port: "http"`) is different: the pod's author asked for something inject refuses
+too (exit 2), so the pod is denied with that one line rather than started without what was asked for.
 
     reply = review_reply(body, InjectOptions())
     reply.review["response"]["patch"]   # base64 JSON Patch, present only when the pod changes
@@ -27,6 +29,8 @@ WARNING_PREFIX = f"{SIDECAR_NAME}: "
 MAX_WARNING_CHARS = 256
 MAX_WARNINGS = 10
 SOURCE = "admission"  # how inject's messages name the input: there is no file
+# A denial is the request's fault (a bad annotation value): 400, as the API server answers invalid input.
+DENIED_CODE = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,8 @@ def review_reply(body: bytes, options: InjectOptions) -> Reply:
         outcome = f"{skip.reason}: {skip.warning}" if skip.warning else skip.reason
         warnings, patch = [skip.warning] if skip.warning else [], []
     except ConfigError as exc:
+        if is_annotation_error(exc):
+            return _denial(uid, f"uid={uid or '?'} pod={pod_name}: denied: {exc}", str(exc))
         outcome, warnings, patch = f"not injected: {exc}", [f"not injected: {exc}"], []
     except Exception as exc:  # a bug must not block pod creation: admit, warn, and log it
         outcome = f"not injected: internal error: {type(exc).__name__}: {exc}"
@@ -113,6 +119,17 @@ def _patch_for(pod: dict[str, Any], options: InjectOptions) -> tuple[list[dict[s
     typed = {**pod, "apiVersion": "v1", "kind": "Pod"}
     injected, warnings = inject_object(typed, SOURCE, options)
     return json_patch(typed, injected), warnings
+
+
+def is_annotation_error(exc: ConfigError) -> bool:
+    """A bad value of a pod annotation (ours: the probe modes, the sidecar's settings), as inject refuses it."""
+    return exc.field.startswith("annotations[")
+
+
+def _denial(uid: str, summary: str, message: str) -> Reply:
+    status = {"code": DENIED_CODE, "message": _printable(message)}
+    response = {"uid": uid, "allowed": False, "status": status}
+    return Reply({"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}, _printable(summary))
 
 
 def _reply(uid: str, summary: str, warnings: list[str], patch: list[dict[str, Any]]) -> Reply:

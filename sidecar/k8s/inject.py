@@ -18,6 +18,7 @@ from typing import Any
 
 from probes.spec import ExecSpec
 from sidecar.config.containers import LoadedContainers, containers_from_pod
+from sidecar.config.documents import remove_key
 from sidecar.config.encode import compact_json, containers_document
 from sidecar.config.names import container_named
 from sidecar.config.pod_template import PodSpecRef, WatchedContainer, find_pod_specs, watched_containers
@@ -26,7 +27,7 @@ from sidecar.config.schema import HANDLER_KEYS, handler_keys
 from sidecar.contract import (
     DEFAULT_DRAIN_SECONDS,
     DRAIN_PATH,
-    HEALTH_PORT,
+    IMAGE_ANNOTATION,
     ROUTED_PROBE_PATHS,
     SIDECAR_NAME,
     STATUS_ANNOTATION,
@@ -35,6 +36,7 @@ from sidecar.contract import (
 from sidecar.errors import ErrorContext, quote
 from sidecar.k8s.istio import exclude_before_istio, route_through_pilot_agent, runs_probe
 from sidecar.k8s.options import InjectOptions
+from sidecar.k8s.pod_settings import STOP_SECONDS, pod_settings
 from sidecar.k8s.sidecar_container import sidecar_container
 from sidecar.k8s.sidecar_image import mount_holding, shared_mount
 from sidecar.model import LIVENESS, ROUTED_CHECK_FIELDS, ContainerSpec
@@ -42,8 +44,9 @@ from sidecar.model import LIVENESS, ROUTED_CHECK_FIELDS, ContainerSpec
 # The kubelet waits a little longer for /live and /startup than the sidecar's own attempt, so a
 # slow check comes back as a 503 with its reason instead of a bare kubelet timeout.
 LIVE_TIMEOUT_MARGIN_SECONDS = 1
-# The preStop hook blocks for the drain; the app then needs time to stop.
-MIN_GRACE_SECONDS = int(DEFAULT_DRAIN_SECONDS) + 10
+# The preStop hook blocks for the drain; the app then needs time to stop (a drain-seconds
+# annotation sizes it from its own drain: PodSettings.grace_seconds).
+MIN_GRACE_SECONDS = int(DEFAULT_DRAIN_SECONDS) + STOP_SECONDS
 WORKLOADS_THAT_COMPLETE = frozenset({"Job", "CronJob"})
 # Handlers the sidecar can run for an app that listens on localhost only; an exec probe
 # stays with the kubelet, since it must run in the app's own container.
@@ -53,9 +56,19 @@ KUBELET_MANAGED = "exec probe left to the kubelet, and no port for the sidecar t
 NATIVE_IGNORED_FOR_KNATIVE = "--native-sidecar ignored: Knative takes no restartPolicy on containers"
 ISTIO_RUNS_PROBE = "left to Istio's pilot-agent, which already runs it from inside the pod (docs/istio.md)"
 JOB_NEEDS_NATIVE = "a regular sidecar container keeps a Job's pods running; use --native-sidecar (Kubernetes 1.29+)"
+# Knative always checks the serving container's readiness (its default is TCP on the serving
+# port), so with the sidecar's own readinessProbe a revision has two probed containers. Knative
+# rejects probes on a non-serving container unless this flag is on; with it, queue-proxy probes
+# every container's readiness in parallel (knative/serving#14853, config/core/configmaps/features.yaml).
+KNATIVE_MULTI_CONTAINER_PROBING = (
+    "more than one container is probed (the serving container and the sidecar's readinessProbe): Knative"
+    " accepts and probes them all only with multi-container-probing: enabled in the knative-serving"
+    " config-features ConfigMap"
+)
 
 __all__ = [
     "InjectOptions",
+    "default_image_used",
     "inject_documents",
     "inject_object",
     "is_injected",
@@ -102,14 +115,30 @@ def probe_mode_lines(docs: Sequence[Any], source: str, options: InjectOptions) -
         for doc in docs
         for ref in find_pod_specs(doc, source)
         if not is_injected(ref.pod_spec)
-        for line in _sidecar_view(ref, source, options).modes.values()
+        for line in _sidecar_view(ref, source, _exec_probes(ref, source, options)).modes.values()
     ]
 
 
-def _sidecar_view(ref: PodSpecRef, source: str, options: InjectOptions) -> LoadedContainers:
+def default_image_used(before: Sequence[Any], after: Sequence[Any], source: str, options: InjectOptions) -> bool:
+    """Whether inject gave some template (injected now, in `after`) DEFAULT_IMAGE because nothing named one."""
+    if options.image is not None:
+        return False
+    for old, new in zip(before, after, strict=True):
+        for old_ref, new_ref in zip(find_pod_specs(old, source), find_pod_specs(new, source), strict=True):
+            added = not is_injected(old_ref.pod_spec) and is_injected(new_ref.pod_spec)
+            if added and new_ref.annotation(IMAGE_ANNOTATION) is None:
+                return True
+    return False
+
+
+def _exec_probes(ref: PodSpecRef, source: str, options: InjectOptions) -> str:
+    return pod_settings(ref, ErrorContext(source, ref.label), options).exec_probes
+
+
+def _sidecar_view(ref: PodSpecRef, source: str, exec_probes: str) -> LoadedContainers:
     """The pod as the sidecar will watch it: an exec probe the kubelet keeps is invisible to
     it, so it falls back to a TCP check on the container's port."""
-    keep_exec = options.exec_probes == "kubelet"
+    keep_exec = exec_probes == "kubelet"
     view = replace(ref, pod_spec=_without_exec_readiness(ref.pod_spec)) if keep_exec else ref
     return containers_from_pod(view, source)
 
@@ -119,8 +148,9 @@ def _inject_template(ref: PodSpecRef, source: str, options: InjectOptions) -> li
     if is_injected(pod_spec):
         return []
     ctx = ErrorContext(source, ref.label)
-    keep_exec = options.exec_probes == "kubelet"
-    loaded = _sidecar_view(ref, source, options)
+    settings = pod_settings(ref, ctx, options)
+    keep_exec = settings.exec_probes == "kubelet"
+    loaded = _sidecar_view(ref, source, settings.exec_probes)
     watched = watched_containers(ref, ctx)
     pairs = list(zip(loaded.containers, watched, strict=True))
 
@@ -144,16 +174,16 @@ def _inject_template(ref: PodSpecRef, source: str, options: InjectOptions) -> li
         entry = container.entry
         probe = entry.get("readinessProbe")
         if probe is not None and not (keep_exec and _exec_only(probe)):
-            del entry["readinessProbe"]
+            remove_key(entry, "readinessProbe")
         if container.in_containers and not ref.knative:
-            _add_drain_hook(entry)
+            _add_drain_hook(entry, settings.health_port)
         if not spec.observed:
             continue
         if options.rewrite_liveness:
             where = ctx.within(f"container {quote(spec.name)}")
             with_istio = [field for field in ROUTED_PROBE_PATHS if runs_probe(ref, entry, field, ctx)]
             warnings.extend(where.message(field, ISTIO_RUNS_PROBE) for field in with_istio)
-            spec = _rewrite_liveness(ref, container, spec, where, leave=with_istio)
+            spec = _rewrite_liveness(ref, container, spec, where, settings.health_port, leave=with_istio)
         specs.append(spec)
 
     native = options.native_sidecar and not ref.knative
@@ -163,7 +193,7 @@ def _inject_template(ref: PodSpecRef, source: str, options: InjectOptions) -> li
         warnings.append(ctx.message("", JOB_NEEDS_NATIVE))
     mounts = _exec_mounts(pairs) if not keep_exec else []
     added = sidecar_container(
-        options.image,
+        settings,
         compact_json(containers_document(specs)),
         declare_ports=not ref.knative,
         native=native,
@@ -173,12 +203,14 @@ def _inject_template(ref: PodSpecRef, source: str, options: InjectOptions) -> li
         pod_spec["initContainers"] = [added, *(pod_spec.get("initContainers") or [])]
     else:
         pod_spec["containers"].append(added)
-    if not ref.knative:
-        _cover_drain(pod_spec)
+    if ref.knative:
+        warnings.append(ctx.message("", KNATIVE_MULTI_CONTAINER_PROBING))
+    else:
+        _cover_drain(pod_spec, settings.grace_seconds)
     annotations = _pod_annotations(ref)
     annotations[STATUS_ANNOTATION] = STATUS_INJECTED
-    warnings.extend(route_through_pilot_agent(ref, HEALTH_PORT, ctx))
-    exclude_before_istio(ref, annotations, HEALTH_PORT, ctx)
+    warnings.extend(route_through_pilot_agent(ref, settings.health_port, ctx))
+    exclude_before_istio(ref, annotations, settings.health_port, ctx)
     return warnings
 
 
@@ -217,9 +249,9 @@ def _fix_knative_names(watched: Sequence[WatchedContainer]) -> None:
             entry.update(rest)
 
 
-def _add_drain_hook(entry: dict[str, Any]) -> None:
+def _add_drain_hook(entry: dict[str, Any], health_port: int) -> None:
     """preStop: wait for the sidecar's drain, unless the container has its own preStop."""
-    hook = {"httpGet": {"path": DRAIN_PATH, "port": HEALTH_PORT}}
+    hook = {"httpGet": {"path": DRAIN_PATH, "port": health_port}}
     lifecycle = entry.get("lifecycle")
     if lifecycle is None:
         entry["lifecycle"] = {"preStop": hook}
@@ -227,15 +259,20 @@ def _add_drain_hook(entry: dict[str, Any]) -> None:
         lifecycle["preStop"] = hook
 
 
-def _cover_drain(pod_spec: dict[str, Any]) -> None:
+def _cover_drain(pod_spec: dict[str, Any], needed: int) -> None:
     grace = pod_spec.get("terminationGracePeriodSeconds")
-    too_short = isinstance(grace, int) and not isinstance(grace, bool) and grace < MIN_GRACE_SECONDS
+    too_short = isinstance(grace, int) and not isinstance(grace, bool) and grace < needed
     if grace is None or too_short:  # absent means the API default, 30 s
-        pod_spec["terminationGracePeriodSeconds"] = MIN_GRACE_SECONDS
+        pod_spec["terminationGracePeriodSeconds"] = needed
 
 
 def _rewrite_liveness(
-    ref: PodSpecRef, container: WatchedContainer, spec: ContainerSpec, ctx: ErrorContext, leave: Sequence[str] = ()
+    ref: PodSpecRef,
+    container: WatchedContainer,
+    spec: ContainerSpec,
+    ctx: ErrorContext,
+    health_port: int,
+    leave: Sequence[str] = (),
 ) -> ContainerSpec:
     """Point an httpGet/tcpSocket/grpc livenessProbe and startupProbe at the sidecar's /live/<name> and
     /startup/<name>, as Istio's /app-health/<name>/livez|startupz (pkg/kube/inject/app_probe.go); the sidecar
@@ -250,7 +287,7 @@ def _rewrite_liveness(
             continue
         ports = pod_container_context(ref, container, ctx)
         handler, timing = convert_probe(raw, ctx, field, ports)
-        rewritten: dict[str, Any] = {"httpGet": {"path": route.format(container=spec.name), "port": HEALTH_PORT}}
+        rewritten: dict[str, Any] = {"httpGet": {"path": route.format(container=spec.name), "port": health_port}}
         for key, value in raw.items():
             if key not in HANDLER_KEYS and key != "timeoutSeconds":
                 rewritten[key] = value

@@ -1,6 +1,7 @@
 """The container `inject` adds to a pod: one place for its name, ports, probes, resources and security.
 
-    container = sidecar_container("readiness-sidecar:0.1.0", config_json, declare_ports=True)
+    settings = PodSettings(image="registry.example/rs:0.1.0", exec_probes="kubelet")
+    container = sidecar_container(settings, config_json, declare_ports=True)
     container["readinessProbe"]["httpGet"]["path"]  # "/ready?wait=900ms"
 """
 
@@ -12,19 +13,13 @@ from typing import Any
 from sidecar.config.pod_template import SIDECAR_RESTART_POLICY
 from sidecar.contract import (
     CONFIG_ENV,
-    GRPC_PORT,
-    GRPC_PORT_NAME,
     HEALTH_PORT,
-    HEALTH_PORT_NAME,
     HEALTHZ_PATH,
-    METRICS_PORT,
-    METRICS_PORT_NAME,
     READY_PATH,
     SIDECAR_NAME,
     WAIT_PARAM,
 )
-
-PORTS = ((HEALTH_PORT_NAME, HEALTH_PORT), (GRPC_PORT_NAME, GRPC_PORT), (METRICS_PORT_NAME, METRICS_PORT))
+from sidecar.k8s.pod_settings import PodSettings
 
 # The kubelet's readiness probe long-polls /ready. The wait (900 ms) ends before the
 # kubelet's timeout (2 s), so a not-ready pod gets a clean 503 rather than a timeout,
@@ -68,28 +63,30 @@ SECURITY_CONTEXT: dict[str, Any] = {
 
 
 def sidecar_container(
-    image: str,
+    settings: PodSettings,
     config_json: str,
     *,
     declare_ports: bool,
     native: bool = False,
     volume_mounts: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A fresh container dict (no structure shared with the constants above).
+    """A fresh container dict (no structure shared with the constants above), on the pod's ports.
 
     `declare_ports` is False for Knative, which lets only the serving container
     declare ports; the probes use port numbers, so they work either way.
     """
     container: dict[str, Any] = {
         "name": SIDECAR_NAME,
-        "image": image,
+        "image": settings.image,
         "args": ["run"],
-        "env": [{"name": CONFIG_ENV, "value": config_json}],
+        "env": [{"name": CONFIG_ENV, "value": config_json}, *settings.sidecar_env()],
     }
     if declare_ports:
-        container["ports"] = [{"name": name, "containerPort": port, "protocol": "TCP"} for name, port in PORTS]
-    container["readinessProbe"] = copy.deepcopy(READINESS_PROBE)
-    container["livenessProbe"] = copy.deepcopy(LIVENESS_PROBE)
+        container["ports"] = [
+            {"name": port.name, "containerPort": port.number, "protocol": "TCP"} for port in settings.ports()
+        ]
+    container["readinessProbe"] = _on_port(READINESS_PROBE, settings.health_port)
+    container["livenessProbe"] = _on_port(LIVENESS_PROBE, settings.health_port)
     container["resources"] = copy.deepcopy(RESOURCES)
     container["securityContext"] = copy.deepcopy(SECURITY_CONTEXT)
     if volume_mounts:
@@ -98,3 +95,8 @@ def sidecar_container(
         container["restartPolicy"] = SIDECAR_RESTART_POLICY
     return container
 
+
+def _on_port(probe: dict[str, Any], port: int) -> dict[str, Any]:
+    moved = copy.deepcopy(probe)
+    moved["httpGet"]["port"] = port
+    return moved

@@ -10,7 +10,6 @@ The CLI only turns flags and READINESS_SIDECAR_<FLAG> env vars into raw strings;
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -23,8 +22,9 @@ from sidecar.contract import (
     PROBE_HOST_CHOICES,
     PROBE_HOST_LOCALHOST,
 )
-from sidecar.durations import parse_duration
+from sidecar.durations import parse_finite_duration
 from sidecar.errors import ConfigError
+from sidecar.ports import parse_port
 from sidecar.runtime.scheduler import AggressivePolicy
 
 LOG_FORMATS = ("text", "json")
@@ -101,29 +101,8 @@ class RunSettings:
         return cls(aggressive=aggressive, **values)  # type: ignore[arg-type]
 
 
-def _port(text: str, *, allow_off: bool = False) -> int | None:
-    if allow_off and text.strip().lower() in ("off", "none", "disabled"):
-        return None
-    try:
-        port = int(text)
-    except ValueError:
-        raise ValueError(f"port {text!r} is not a number" + (" or 'off'" if allow_off else "")) from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port {port} out of range 0-65535 (0 picks a free port)")
-    return port
-
-
-def _duration(text: str) -> float:
-    value = parse_duration(text)
-    # parse_duration refuses "1e400" but sums "9999...9s" to inf: an endless drain or
-    # period is a typo, and would silently mean "never exit" or "never probe again".
-    if not math.isfinite(value):
-        raise ValueError(f"duration {text[:40]!r} is too long")
-    return value
-
-
 def _positive_duration(text: str) -> float:
-    value = _duration(text)
+    value = parse_finite_duration(text)
     if value <= 0:
         raise ValueError(f"duration {text!r} must be > 0")
     return value
@@ -156,15 +135,15 @@ def _bind(text: str) -> str:
 
 
 _PARSERS: dict[str, Callable[[str], object]] = {
-    "health_port": lambda t: _port(t),
-    "grpc_port": lambda t: _port(t, allow_off=True),
-    "metrics_port": lambda t: _port(t, allow_off=True),
+    "health_port": lambda t: parse_port(t),
+    "grpc_port": lambda t: parse_port(t, allow_off=True),
+    "metrics_port": lambda t: parse_port(t, allow_off=True),
     "bind": _bind,
     "probe_host": _probe_host,
-    "drain_seconds": _duration,
+    "drain_seconds": parse_finite_duration,
     "aggressive_interval": _positive_duration,
     "aggressive_timeout": _positive_duration,
-    "aggressive_window": _duration,
+    "aggressive_window": parse_finite_duration,
     "aggressive_max_interval": _positive_duration,
     "steady_period": _positive_duration,
     "log_format": _log_format,

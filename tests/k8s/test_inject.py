@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 import subprocess
 from pathlib import Path
@@ -13,13 +14,14 @@ import pytest
 import yaml
 
 from probes.spec import ExecSpec, GrpcSpec, TcpSocketSpec
-from sidecar.config.documents import dump_documents, load_documents
+from sidecar.config.documents import dump_documents, load_documents, read_manifest
 from sidecar.config.loader import load_config
 from sidecar.config.names import USER_CONTAINER_NAME, knative_default_names
 from sidecar.config.pod_template import find_pod_specs
 from sidecar.contract import CONFIG_ENV
 from sidecar.errors import ConfigError
 from sidecar.k8s.inject import (
+    KNATIVE_MULTI_CONTAINER_PROBING,
     MIN_GRACE_SECONDS,
     SIDECAR_NAME,
     STATUS_ANNOTATION,
@@ -27,6 +29,7 @@ from sidecar.k8s.inject import (
     inject_documents,
     inject_object,
 )
+from sidecar.k8s.options import DEFAULT_IMAGE, DEFAULT_IMAGE_WARNING
 from sidecar.model import ContainerSpec
 from tests.conftest import PEER_MANIFESTS, REPO, sidecar_cmd
 
@@ -48,6 +51,13 @@ DEFAULTS = InjectOptions()
 def inject_text(text: str, options: InjectOptions = DEFAULTS, source: str = "in.yaml") -> tuple[str, list[str]]:
     docs, warnings = inject_documents(load_documents(text, source), source, options)
     return dump_documents(docs, as_json=False), warnings
+
+
+def inject_round_trip(text: str, options: InjectOptions = DEFAULTS) -> str:
+    """What the CLI writes: read and dumped by the round-trip loader."""
+    manifest = read_manifest("-", io.BytesIO(text.encode()), round_trip=True)
+    docs, _ = inject_documents(manifest.docs, manifest.source, options)
+    return dump_documents(docs, as_json=manifest.is_json, layout=manifest.layout)
 
 
 def inject_one(manifest: str, options: InjectOptions = DEFAULTS) -> tuple[dict[str, Any], list[str]]:
@@ -259,7 +269,8 @@ def test_knative_gets_no_lifecycle_no_grace_period_and_no_sidecar_ports() -> Non
     assert "ports" not in sidecar, "Knative lets only the serving container declare ports"
     assert sidecar["readinessProbe"]["httpGet"] == {"path": "/ready?wait=900ms", "port": 8550}
     assert warnings == [
-        "in.yaml: Service/runtime: --native-sidecar ignored: Knative takes no restartPolicy on containers"
+        "in.yaml: Service/runtime: --native-sidecar ignored: Knative takes no restartPolicy on containers",
+        f"in.yaml: Service/runtime: {KNATIVE_MULTI_CONTAINER_PROBING}",
     ]
 
 
@@ -343,7 +354,7 @@ def test_objects_without_pod_templates_pass_through_unchanged_and_in_order_insid
     listing = {"apiVersion": "v1", "kind": "List", "items": [config_map, pod, service]}
     result, _ = inject_object(listing, "in.json", InjectOptions())
     assert result["items"][0] == config_map and result["items"][2] == service
-    assert sidecar_of(result["items"][1]["spec"])["image"] == "readiness-sidecar:0.1.0"
+    assert sidecar_of(result["items"][1]["spec"])["image"] == DEFAULT_IMAGE == "localhost/readiness-sidecar:0.1.0"
     assert listing["items"][1] == pod and SIDECAR_NAME not in json.dumps(listing), "the input is not modified"
 
 
@@ -387,12 +398,14 @@ def test_cli_reads_stdin_writes_yaml_and_its_output_injects_to_the_same_bytes(si
     text = (DATA / "knative-seed-service-ja.yaml").read_text()
     first = run_cli("inject", stdin=text, env=sidecar_env)
     assert first.returncode == 0, first.stderr
-    # No warning: only the mode each readiness check got (docs/behaviour.md#probe-modes).
+    # The mode each readiness check got (docs/behaviour.md#probe-modes), then the warnings.
     assert first.stderr.splitlines() == [
-        f'<stdin>: Service/runtime: container "{name}": readiness: aggressive mode: no periodSeconds (Knative)'
-        for name in ("first-container", "second-container")
+        *(f'<stdin>: Service/runtime: container "{name}": readiness: aggressive mode: no periodSeconds (Knative)'
+          for name in ("first-container", "second-container")),
+        f"warning: {DEFAULT_IMAGE_WARNING}",
+        f"warning: <stdin>: Service/runtime: {KNATIVE_MULTI_CONTAINER_PROBING}",
     ]
-    assert first.stdout == inject_text(text)[0]
+    assert first.stdout == inject_round_trip(text)
     second = run_cli("inject", "-f", "-", stdin=first.stdout, env=sidecar_env)
     assert (second.returncode, second.stdout) == (0, first.stdout)
 
@@ -453,4 +466,4 @@ def test_docs_before_and_after_is_the_real_output_of_inject() -> None:
     seed = DATA / "knative-seed-service-ja.yaml"
     docs = (REPO / "docs" / "inject.md").read_text()
     assert "```yaml\n" + seed.read_text().rstrip() + "\n```" in docs
-    assert "```yaml\n" + inject_text(seed.read_text())[0].rstrip() + "\n```" in docs
+    assert "```yaml\n" + inject_round_trip(seed.read_text()).rstrip() + "\n```" in docs

@@ -170,8 +170,8 @@ def test_inject_says_which_mode_each_probe_got_and_why(tmp_path: Path, sidecar_e
     manifest = tmp_path / "deploy.yaml"
     manifest.write_text(deployment("{tcpSocket: {port: 8080}, periodSeconds: 5}",
                                    "readiness-sidecar.io/aggressive-probes: app"))
-    done = subprocess.run(sidecar_cmd("inject", "-f", str(manifest)), env=sidecar_env,
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(sidecar_cmd("inject", "--image", "registry.example/rs:1", "-f", str(manifest)),
+                          env=sidecar_env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert yaml.safe_load(done.stdout)["kind"] == "Deployment"
     assert done.stderr.splitlines() == [
