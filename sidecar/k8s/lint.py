@@ -24,6 +24,8 @@ from sidecar.errors import ConfigError, ErrorContext, join_field, quote
 from sidecar.k8s.inject import sidecar_entry
 from sidecar.k8s.lint_container import ContainerLint, Deadline, covers, field_line, field_problem, leading_field
 from sidecar.k8s.lint_rules import RULES_BY_ID, Finding
+from sidecar.k8s.options import InjectOptions
+from sidecar.k8s.pod_settings import pod_settings
 from sidecar.model import ContainerSpec
 
 PROGRESS_DEADLINE_ANNOTATION = "serving.knative.dev/progress-deadline"
@@ -65,6 +67,8 @@ def _template_findings(ref: PodSpecRef, source: str, exec_probes: str) -> list[F
         watched = watched_containers(ref, ctx)
         deadline = _progress_deadline(ref, ctx)
         modes = None if ref.knative else probe_modes(ref, ctx, [container.name for container in watched])
+        # The pod's own annotations (exec-probes, health-port) win over the flags, as in inject.
+        settings = pod_settings(ref, ctx, InjectOptions(exec_probes=exec_probes))
     except ConfigError as err:
         return [_template_finding(ref, source, "invalid-manifest", field_problem(err))]
     injected = _injected_config(ref)
@@ -75,8 +79,8 @@ def _template_findings(ref: PodSpecRef, source: str, exec_probes: str) -> list[F
         if injected is not None and container.name == SIDECAR_NAME:
             continue
         aggressive = modes[container.name].aggressive if modes is not None else None
-        lint = ContainerLint(ref, source, container, deadline, injected, aggressive)
-        findings.extend(lint.run(exec_probes=exec_probes))
+        lint = ContainerLint(ref, source, container, deadline, injected, aggressive, settings.health_port)
+        findings.extend(lint.run(exec_probes=settings.exec_probes))
     return findings
 
 

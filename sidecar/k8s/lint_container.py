@@ -67,8 +67,10 @@ class ContainerLint:
         deadline: Deadline | None,
         injected: Mapping[str, ContainerSpec] | None,
         aggressive: bool | None = None,
+        health_port: int = HEALTH_PORT,
     ) -> None:
         self.ref, self.source, self.container = ref, source, container
+        self.health_port = health_port  # where inject's drain hooks and routed checks point in this pod
         self.name, self.entry = container.name, container.entry
         self.deadline, self.injected = deadline, injected
         self.aggressive = aggressive  # the readiness probe's mode; None: periodSeconds decides (Knative)
@@ -260,14 +262,15 @@ class ContainerLint:
         """For a probe inject --rewrite-liveness pointed at the sidecar: the check the sidecar runs, and its timeout."""
         spec = self.injected.get(self.name) if self.injected is not None else None
         check_kind = ROUTED_CHECK_FIELDS.get(kind)
-        if spec is None or check_kind is None or not _is_routed(self.entry.get(kind), kind, self.name):
+        routed = _is_routed(self.entry.get(kind), kind, self.name, self.health_port)
+        if spec is None or check_kind is None or not routed:
             return None
         return spec.routed_check(check_kind)
 
     def _custom_prestop(self) -> None:
         lifecycle = self.entry.get("lifecycle")
         pre_stop = lifecycle.get("preStop") if isinstance(lifecycle, dict) else None
-        if pre_stop is None or _is_drain_hook(pre_stop):
+        if pre_stop is None or _is_drain_hook(pre_stop, self.health_port):
             return
         if self.ref.knative:
             self.add("custom-prestop", "lifecycle.preStop: Knative rejects lifecycle hooks; queue-proxy drains instead")
@@ -304,18 +307,18 @@ def covers(readiness: HandlerSpec | None, liveness: HandlerSpec) -> bool:
     )
 
 
-def _is_drain_hook(hook: Any) -> bool:
+def _is_drain_hook(hook: Any, health_port: int) -> bool:
     action = hook.get("httpGet") if isinstance(hook, dict) else None
-    return isinstance(action, dict) and action.get("path") == DRAIN_PATH and action.get("port") == HEALTH_PORT
+    return isinstance(action, dict) and action.get("path") == DRAIN_PATH and action.get("port") == health_port
 
 
-def _is_routed(probe: Any, kind: str, name: str) -> bool:
+def _is_routed(probe: Any, kind: str, name: str, health_port: int) -> bool:
     """Whether a livenessProbe or startupProbe is the one inject --rewrite-liveness writes: an httpGet of
     the sidecar's /live/<name> or /startup/<name>, whatever the check behind it (httpGet, tcpSocket, grpc)."""
     action = probe.get("httpGet") if isinstance(probe, dict) and handler_keys(probe) == ["httpGet"] else None
     return (
         isinstance(action, dict)
-        and action.get("port") == HEALTH_PORT
+        and action.get("port") == health_port
         and action.get("path") == ROUTED_PROBE_PATHS[kind].format(container=name)
     )
 

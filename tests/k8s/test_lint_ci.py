@@ -438,3 +438,45 @@ def test_a_deployment_past_its_progress_deadline_is_warned_about_not_refused(sid
     # The same probe on a Knative Service: its revision fails at the deadline, an error.
     knative = run_cli("lint", env=sidecar_env, stdin=(LINT_DATA / "startup-over-deadline.yaml").read_text())
     assert knative.returncode == 1 and ": error: Service/slow-start:" in knative.stdout
+
+
+# -- the pod's own settings ----------------------------------------------------------------------
+
+ANNOTATED = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata:
+      labels: {app: web}
+      annotations: {readiness-sidecar.io/health-port: "9550", readiness-sidecar.io/exec-probes: sidecar}
+    spec:
+      containers:
+      - name: app
+        image: x
+        ports: [{containerPort: 8080}]
+        readinessProbe: {exec: {command: [redis-cli, ping]}}
+        livenessProbe: {httpGet: {path: /r, port: 8080}}
+"""
+
+
+def test_lint_reads_the_pods_own_health_port_and_exec_mode(sidecar_env: dict[str, str], tmp_path: Path) -> None:
+    source = tmp_path / "web.yaml"
+    source.write_text(ANNOTATED)
+    done = run_cli("inject", "--rewrite-liveness", "-f", str(source), env=sidecar_env)
+    assert done.returncode == 0, done.stderr
+    injected = tmp_path / "web.injected.yaml"
+    injected.write_text(done.stdout)
+
+    def rules(path: Path) -> list[tuple[str, str]]:
+        result = run_cli("lint", "--format", "json", "-f", str(path), env=sidecar_env)
+        return [(f["container"], f["rule"]) for f in json.loads(result.stdout)["findings"]]
+
+    # exec-probes: sidecar from the annotation, not the flag: the command is checked against the image.
+    before = rules(source)
+    assert before == [("app", "liveness-not-covered"), ("app", "exec-not-in-sidecar-image")], before
+    # The drain hook and the /live route on 9550 are inject's own: no custom-prestop, and the liveness
+    # check behind /live/app is judged as before (exec readiness still does not cover it).
+    assert rules(injected) == [("app", "liveness-not-covered")]
