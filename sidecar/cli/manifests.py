@@ -13,7 +13,7 @@ import sys
 
 from sidecar.cli.parser import inject_options
 from sidecar.config.documents import dump_documents, read_manifest, require_objects
-from sidecar.k8s.inject import default_image_used, inject_documents, probe_mode_lines
+from sidecar.k8s.inject import check_pod_settings, default_image_used, inject_documents, probe_mode_lines
 from sidecar.k8s.lint import lint_documents
 from sidecar.k8s.lint_sarif import sarif_log
 from sidecar.k8s.options import DEFAULT_IMAGE_WARNING
@@ -28,6 +28,7 @@ def inject_command(args: argparse.Namespace) -> int:
     # Round trip: comments, key order and quoting survive, so inject's diff is only what it changed.
     manifest = read_manifest(args.filename, sys.stdin.buffer, round_trip=True)
     require_objects(manifest)
+    check_pod_settings(manifest.docs, manifest.source, options)
     findings = lint_documents(manifest.docs, manifest.source, exec_probes=options.exec_probes)
     for finding in findings:
         print(finding, file=sys.stderr)
@@ -60,6 +61,7 @@ def unified_diff(before: str, after: str, name: str) -> str:
 def lint_command(args: argparse.Namespace) -> int:
     """Findings on stdout (text, JSON or SARIF), the count on stderr; 1 if any reaches --fail-on."""
     manifest = read_manifest(args.filename, sys.stdin.buffer, round_trip=True)
+    require_objects(manifest)
     findings = lint_documents(manifest.docs, manifest.source, exec_probes=args.exec_probes)
     errors = sum(finding.is_error for finding in findings)
     if args.format == "sarif":

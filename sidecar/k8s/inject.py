@@ -68,6 +68,7 @@ KNATIVE_MULTI_CONTAINER_PROBING = (
 
 __all__ = [
     "InjectOptions",
+    "check_pod_settings",
     "default_image_used",
     "inject_documents",
     "inject_object",
@@ -117,6 +118,15 @@ def probe_mode_lines(docs: Sequence[Any], source: str, options: InjectOptions) -
         if not is_injected(ref.pod_spec)
         for line in _sidecar_view(ref, source, _exec_probes(ref, source, options)).modes.values()
     ]
+
+
+def check_pod_settings(docs: Sequence[Any], source: str, options: InjectOptions) -> None:
+    """Read every pod template's settings annotations first: a bad value is bad input (ConfigError,
+    exit 2) that --force can't inject past, so it must not pass for a lint error."""
+    for doc in docs:
+        for ref in find_pod_specs(doc, source):
+            if not is_injected(ref.pod_spec):
+                pod_settings(ref, ErrorContext(source, ref.label), options)
 
 
 def default_image_used(before: Sequence[Any], after: Sequence[Any], source: str, options: InjectOptions) -> bool:

@@ -480,3 +480,20 @@ def test_lint_reads_the_pods_own_health_port_and_exec_mode(sidecar_env: dict[str
     # The drain hook and the /live route on 9550 are inject's own: no custom-prestop, and the liveness
     # check behind /live/app is judged as before (exec readiness still does not cover it).
     assert rules(injected) == [("app", "liveness-not-covered")]
+
+
+def test_lint_reports_a_bad_settings_annotation_and_refuses_a_file_without_objects(
+    sidecar_env: dict[str, str], tmp_path: Path
+) -> None:
+    source = tmp_path / "web.yaml"
+    source.write_text(ANNOTATED.replace('"9550"', '"http"'))
+    done = run_cli("lint", "-f", str(source), env=sidecar_env)
+    assert done.returncode == 1
+    assert "error: Deployment/web: invalid-manifest: annotations[readiness-sidecar.io/health-port]:" in done.stdout
+    # inject takes it as bad input, as for any unreadable file: one line, exit 2, --force or not.
+    forced = run_cli("inject", "--force", "-f", str(source), env=sidecar_env)
+    assert forced.returncode == 2 and forced.stdout == "" and len(forced.stderr.splitlines()) == 1
+    text = tmp_path / "notes.txt"
+    text.write_text("just some words\n")
+    plain = run_cli("lint", "-f", str(text), env=sidecar_env)
+    assert plain.returncode == 2 and plain.stdout == "" and len(plain.stderr.splitlines()) == 1, plain.stderr
