@@ -98,8 +98,11 @@ _METADATA = st.one_of(
     st.fixed_dictionaries({"name": st.sampled_from(["web", "", None])}, optional={
         "annotations": st.one_of(st.dictionaries(
             st.sampled_from(["readiness-sidecar.io/inject", "readiness-sidecar.io/status",
-                             "readiness-sidecar.io/not-required", "serving.knative.dev/progress-deadline", "a/b"]),
-            st.one_of(st.sampled_from(["true", "false", "injected", "app", "30s", "1h", "x"]), ODD_SCALARS),
+                             "readiness-sidecar.io/not-required", "serving.knative.dev/progress-deadline", "a/b",
+                             "readiness-sidecar.io/health-port", "readiness-sidecar.io/drain-seconds",
+                             "readiness-sidecar.io/lint-ignore", "sidecar.istio.io/status"]),
+            st.one_of(st.sampled_from(["true", "false", "injected", "app", "30s", "1h", "x", "9550", "{}"]),
+                      ODD_SCALARS),
             max_size=3), ODD)}),
     ODD,
 )

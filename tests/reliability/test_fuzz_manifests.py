@@ -4,7 +4,9 @@ through the webhook's answer.
 `sidecar.cli.main([...])` runs in-process with stdout and stderr captured: every example
 must end in exit 0, 1 or 2 with printable stderr lines, exactly one of them for exit 2,
 and never an exception. What `inject` writes must load again and must not change when
-injected a second time. The webhook must admit every pod, whatever the review holds.
+injected a second time. The webhook must answer every review, whatever it holds: it admits
+every pod but one whose readiness-sidecar.io settings annotation has a bad value, which it
+denies with that one printable line.
 
 tests/k8s/test_webhook.py fuzzes plausible pods for the patch's correctness; here the pods
 and the review around them are malformed at every level.
@@ -154,7 +156,9 @@ _PODS = st.one_of(
               st.one_of(st.fixed_dictionaries({"name": st.sampled_from(["web", ""])}, optional={
                   "generateName": st.sampled_from(["web-", None]),
                   "annotations": st.one_of(st.fixed_dictionaries(
-                      {"readiness-sidecar.io/inject": st.sampled_from(["false", "true", " FALSE ", ""])}), ODD)}),
+                      {"readiness-sidecar.io/inject": st.sampled_from(["false", "true", " FALSE ", ""])},
+                      optional={"readiness-sidecar.io/health-port": st.sampled_from(["9550", "http", "0"])}),
+                      ODD)}),
                   ODD),
               POD_SPECS),
     ODD,
@@ -181,13 +185,15 @@ _BODIES = st.one_of(
 
 @settings(max_examples=fuzz_examples_per_test(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=_BODIES, options=_OPTIONS)
-def test_any_admission_review_body_is_answered_allowed_with_printable_warnings(
+def test_any_admission_review_body_is_answered_with_printable_warnings(
     fuzz_examples: Counter[str], body: bytes, options: InjectOptions
 ) -> None:
     fuzz_examples["AdmissionReview body"] += 1
     reply = review_reply(body, options)
     response = reply.review["response"]
-    assert response["allowed"] is True
+    if response["allowed"] is not True:  # only for a bad settings annotation, named in one line
+        message = response["status"]["message"]
+        assert "annotations[readiness-sidecar.io/" in message and message.isprintable(), message
     assert reply.summary.isprintable()
     try:
         request = json.loads(body)["request"]
