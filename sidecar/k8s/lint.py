@@ -169,7 +169,7 @@ def _injected_config(ref: PodSpecRef) -> Mapping[str, ContainerSpec] | None:
         if isinstance(env, dict) and env.get("name") == CONFIG_ENV and isinstance(env.get("value"), str):
             try:
                 # str(): a round-trip read gives a ScalarString, which libyaml does not take.
-                docs = load_documents(str(env["value"]), CONFIG_ENV)
+                docs = load_documents(env["value"], CONFIG_ENV)
                 loaded = containers_from_document(docs[0], ErrorContext(CONFIG_ENV), CONFIG_ENV)
             except (ConfigError, IndexError):
                 return {}
