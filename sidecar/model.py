@@ -21,6 +21,24 @@ KUBELET_PERIOD_SECONDS = 10
 
 # Every surface's reason for a container with no handler: the sidecar never probes it.
 UNOBSERVED_REASON = "left to the kubelet"
+# Every surface's reason for a container before its first attempt.
+NOT_PROBED_REASON = "not probed yet"
+
+# The readiness states, one word each, spelt so in every surface: /ready, /ready/<c> and
+# /status ("status"), check, logs (text and JSON) and the metrics' `to` label
+# (docs/behaviour.md#states). gRPC keeps its protocol's SERVING / NOT_SERVING.
+READY = "ready"
+NOT_READY = "not_ready"  # failing, or not probed yet: the kubelet's initial readiness
+UNOBSERVED = "unobserved"  # a container without a probe: left to the kubelet, never gating
+DRAINING = "draining"  # the pod only: SIGTERM came, never ready again
+CONTAINER_STATES = (READY, NOT_READY, UNOBSERVED)
+POD_STATES = (READY, NOT_READY, DRAINING)
+
+
+def readiness_word(ready: bool) -> str:
+    """READY or NOT_READY."""
+    return READY if ready else NOT_READY
+
 
 # The kubelet's checks `inject --rewrite-liveness` routes through the sidecar, as the
 # sidecar names them (routes, metrics labels, logs): the livenessProbe and the startupProbe.

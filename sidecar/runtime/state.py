@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from probes.result import ProbeResult
-from sidecar.model import UNOBSERVED_REASON, ContainerSpec
+from sidecar.model import NOT_PROBED_REASON, UNOBSERVED, UNOBSERVED_REASON, ContainerSpec, readiness_word
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,18 +62,15 @@ class ContainerState:
 
     @property
     def status(self) -> str:
-        if not self.spec.observed:
-            return "unobserved"
-        if self.ready:
-            return "ready"
-        return "not_ready" if self.attempts else "pending"
+        """One of CONTAINER_STATES (sidecar.model): not probed yet is not_ready, as the kubelet starts it."""
+        return readiness_word(self.ready) if self.spec.observed else UNOBSERVED
 
     @property
     def reason(self) -> str:
         if not self.spec.observed:
             return UNOBSERVED_REASON
         if self.last_result is None:
-            return "not probed yet"
+            return NOT_PROBED_REASON
         return self.last_result.message
 
 

@@ -38,7 +38,7 @@ from sidecar.runtime.drain import Drainer
 from sidecar.runtime.state import AggregateState, ContainerState, StateObserver, Transition
 from sidecar.serve.http_server import GetOnlyServer, Request
 from sidecar.serve.http_wire import JSON, Answer, json_answer
-from sidecar.serve.views import container_status, ready_summary
+from sidecar.serve.views import container_status, pod_status, ready_summary
 
 MAX_WAIT_SECONDS = 300.0  # a long-poll longer than any sane kubelet timeout is a mistake
 MAX_REQUEST_BYTES = 1024  # every endpoint is a GET: no body is ever needed
@@ -96,6 +96,7 @@ class HealthHttpServer(StateObserver):
             doc = {
                 "ready": ready,
                 "draining": state.draining,
+                "status": pod_status(state),
                 "containers": {n: ready_summary(c) for n, c in state.containers.items()},
             }
             answer = Answer(200 if ready else 503, json.dumps(doc, separators=(",", ":")).encode(), JSON)
@@ -164,6 +165,7 @@ class HealthHttpServer(StateObserver):
         doc = {
             "ready": state.ready,
             "draining": state.draining,
+            "status": pod_status(state),
             "uptime_seconds": round(state.uptime(), 3),
             "version": __version__,
             # Live asyncio tasks in the process: a debug figure that tests/reliability

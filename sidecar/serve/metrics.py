@@ -18,7 +18,7 @@ that could not conclude, retried and then thrown away as the kubelet does; it mo
     readiness_probe_total             counter    container, probe, result
     readiness_container_ready         gauge      container
     readiness_ready                   gauge      (the aggregate answer of /ready)
-    readiness_transitions_total       counter    container, to=ready|unready
+    readiness_transitions_total       counter    container, to=ready|not_ready
     readiness_time_to_ready_seconds   gauge      container (set once, at first ready)
     readiness_consecutive_failures    gauge      container
     readiness_draining                gauge
@@ -58,7 +58,7 @@ from prometheus_client import (
 
 from probes.result import Outcome, ProbeResult
 from sidecar.contract import METRICS_PATH
-from sidecar.model import ROUTED_CHECK_KINDS
+from sidecar.model import NOT_READY, READY, ROUTED_CHECK_KINDS
 from sidecar.runtime.state import AggregateState, ContainerState, StateObserver, Transition
 from sidecar.serve.http_server import GetOnlyServer, Request
 from sidecar.serve.http_wire import Answer
@@ -87,7 +87,7 @@ class _ContainerSeries:
     results: dict[Outcome, Counter]
     ready: Gauge
     to_ready: Counter
-    to_unready: Counter
+    to_not_ready: Counter
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,8 +190,8 @@ class ReadinessMetrics(StateObserver):
             lateness=self.schedule_lateness.labels(name),
             results={o: self.probe_attempts.labels(name, kind, o.value) for o in Outcome},
             ready=self.container_ready.labels(name),
-            to_ready=self.transitions.labels(name, "ready"),
-            to_unready=self.transitions.labels(name, "unready"),
+            to_ready=self.transitions.labels(name, READY),
+            to_not_ready=self.transitions.labels(name, NOT_READY),
         )
         series.ready.set(c.ready)
         self.container_required.labels(name).set(c.spec.gates)
@@ -231,7 +231,7 @@ class ReadinessMetrics(StateObserver):
                 # Same value on every later ready: the first one fixed it.
                 self.time_to_ready.labels(container.spec.name).set(container.time_to_first_ready)
         else:
-            series.to_unready.inc()
+            series.to_not_ready.inc()
 
     def aggregate_changed(self, state: AggregateState) -> None:
         self.ready.set(state.ready)

@@ -4,6 +4,7 @@ One place decides what a container looks like to a reader, so `check -o json` an
 /status name the same things the same way.
 
     ready_summary(state.containers["app"])  # {"ready": false, "status": "not_ready", "reason": "HTTP 503"}
+    pod_status(state)                       # "ready", "not_ready" or "draining"
     print(check_table(rows))
 """
 
@@ -14,9 +15,19 @@ import time
 from typing import Any
 
 from probes import ProbeResult
-from sidecar.model import UNOBSERVED_REASON, ContainerSpec
+from sidecar.model import DRAINING, UNOBSERVED, UNOBSERVED_REASON, ContainerSpec, readiness_word
 from sidecar.runtime.attempt import CheckRow, check_exit_code
-from sidecar.runtime.state import ContainerState
+from sidecar.runtime.state import AggregateState, ContainerState
+
+
+def pod_status(state: AggregateState) -> str:
+    """The pod's state, one of POD_STATES (sidecar.model): draining wins over everything."""
+    return DRAINING if state.draining else readiness_word(state.ready)
+
+
+def check_status(row: CheckRow) -> str:
+    """A container's state after `check`'s one attempt, in /status's words."""
+    return UNOBSERVED if row.result is None else readiness_word(row.passed)
 
 
 def probe_view(spec: ContainerSpec) -> dict[str, Any]:
@@ -81,6 +92,7 @@ def check_row(row: CheckRow) -> dict[str, Any]:
     return {
         "container": row.container.name,
         **probe_view(row.container),
+        "status": check_status(row),
         "result": row.result_name,
         "latency_ms": latency_ms(result),
         "message": result.message if result else UNOBSERVED_REASON,
@@ -88,8 +100,9 @@ def check_row(row: CheckRow) -> dict[str, Any]:
 
 
 def check_json(rows: list[CheckRow]) -> str:
+    ready = check_exit_code(rows) == 0
     return json.dumps(
-        {"ready": check_exit_code(rows) == 0, "containers": [check_row(row) for row in rows]}, indent=2
+        {"ready": ready, "status": readiness_word(ready), "containers": [check_row(row) for row in rows]}, indent=2
     )
 
 

@@ -56,12 +56,12 @@ async def test_exit_1_when_a_required_container_fails_and_json_names_the_reason(
     proc = await run_cli(sidecar_env, "--json", "--probe", f"web={healthy.url}", "--probe", f"db=tcp://127.0.0.1:{port}")
     assert proc.returncode == 1
     doc = json.loads(proc.stdout)
-    assert doc["ready"] is False
+    assert (doc["ready"], doc["status"]) == (False, "not_ready")
     by_name = {c["container"]: c for c in doc["containers"]}
     assert by_name["web"]["result"] == "success" and by_name["web"]["latency_ms"] > 0
     assert by_name["db"] == {
         "container": "db", "probe": "tcpSocket", "target": f"tcp://127.0.0.1:{port}", "required": True,
-        "result": "failure", "latency_ms": by_name["db"]["latency_ms"],
+        "status": "not_ready", "result": "failure", "latency_ms": by_name["db"]["latency_ms"],
         "message": f"connect ECONNREFUSED 127.0.0.1:{port}",
     }
 

@@ -237,7 +237,7 @@ async def test_every_flip_under_a_flood_shows_on_ready_within_budget_and_counts_
     assert not wrk.socket_errors, wrk.output
     assert {r.status for r in flood.replies} <= {200, 503}
     for name in FLAPPERS:
-        for to in ("ready", "unready"):
+        for to in ("ready", "not_ready"):
             counted = scrape.value("readiness_transitions_total", container=name, to=to)
             assert counted == FLIPS // 2, f"{name}: {counted} transitions to {to}, {FLIPS // 2} flips"
     if hang:

@@ -216,7 +216,7 @@ def test_state_starts_not_ready_and_ignores_unobserved_and_optional_containers()
         ContainerSpec("blind", None),
     ])
     assert not state.ready
-    assert state.containers["app"].status == "pending"
+    assert state.containers["app"].status == "not_ready"
     state.record("app", ProbeResult(Outcome.WARNING, "HTTP 302", 0.001))
     assert state.ready, "a warning counts as success; optional and unobserved don't gate"
     state.set_draining(True)

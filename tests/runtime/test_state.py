@@ -44,10 +44,10 @@ class Recorder(StateObserver):
         self.events.append(("draining", state.draining))
 
 
-def test_a_container_starts_not_ready_and_pending() -> None:
+def test_a_container_starts_not_ready_not_probed_yet() -> None:
     state = AggregateState([spec()])
     c = state.containers["app"]
-    assert (state.ready, c.ready, c.status, c.reason) == (False, False, "pending", "not probed yet")
+    assert (state.ready, c.ready, c.status, c.reason) == (False, False, "not_ready", "not probed yet")
 
 
 def test_ready_exactly_at_success_threshold_and_a_failure_resets_the_count() -> None:

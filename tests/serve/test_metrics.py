@@ -113,7 +113,7 @@ async def test_every_series_exists_at_zero_before_the_first_attempt() -> None:
         assert m.value("readiness_container_ready", container=name) == 0
         assert m.value("readiness_consecutive_failures", container=name) == 0
         assert m.value("readiness_transitions_total", container=name, to="ready") == 0
-        assert m.value("readiness_transitions_total", container=name, to="unready") == 0
+        assert m.value("readiness_transitions_total", container=name, to="not_ready") == 0
         assert m.value("readiness_probe_schedule_lateness_seconds_count", container=name) == 0
     assert m.value("readiness_container_required", container="web") == 1
     assert m.value("readiness_container_required", container="db") == 0, "optional: never gates"
@@ -160,7 +160,7 @@ async def test_values_follow_the_target_from_failing_to_ready_and_back(target: F
     assert ready.value("readiness_ready") == 1
     assert ready.value("readiness_container_ready", **app) == 1
     assert ready.value("readiness_transitions_total", **app, to="ready") == 1
-    assert ready.value("readiness_transitions_total", **app, to="unready") == 0
+    assert ready.value("readiness_transitions_total", **app, to="not_ready") == 0
     assert ready.value("readiness_consecutive_failures", **app) == 0
     assert ready.value("readiness_probe_total", **http, result="success") >= 1
     time_to_ready = ready.value("readiness_time_to_ready_seconds", **app)
@@ -168,7 +168,7 @@ async def test_values_follow_the_target_from_failing_to_ready_and_back(target: F
 
     assert unready.value("readiness_ready") == 0
     assert unready.value("readiness_container_ready", **app) == 0
-    assert unready.value("readiness_transitions_total", **app, to="unready") == 1
+    assert unready.value("readiness_transitions_total", **app, to="not_ready") == 1
     assert unready.value("readiness_consecutive_failures", **app) >= 3  # failureThreshold
 
     assert ready_again.value("readiness_transitions_total", **app, to="ready") == 2
