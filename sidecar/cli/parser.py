@@ -39,6 +39,7 @@ RUN_SETTING_HELP = {
     "aggressive_max_interval": "the widest interval a slow starter is probed at (default 100ms)",
     "steady_period": "probe period once ready, in aggressive mode (default 1s)",
     "log_format": "text or json (default text)",
+    "log_level": "debug, info, warning or error: the least severe line written (default info)",
     "loop": "event loop: auto (uvloop if installed), uvloop or asyncio (default auto)",
 }
 

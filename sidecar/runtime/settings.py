@@ -28,6 +28,8 @@ from sidecar.ports import parse_port
 from sidecar.runtime.scheduler import AggressivePolicy
 
 LOG_FORMATS = ("text", "json")
+# --log-level, the most verbose first: Python's level names, as kubectl's and Istio's logs name theirs.
+LOG_LEVELS = ("debug", "info", "warning", "error")
 # auto: uvloop if importable. It picks the runtime, not the sidecar's behaviour, and exists
 # so benchmarks can compare both loops in one run.
 LOOP_CHOICES = ("auto", "uvloop", "asyncio")
@@ -66,6 +68,7 @@ class RunSettings:
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
     aggressive: AggressivePolicy = dataclasses.field(default_factory=AggressivePolicy)
     log_format: str = "text"
+    log_level: str = "info"  # one of LOG_LEVELS
     loop: str = "auto"  # the event loop: one of LOOP_CHOICES
 
     @classmethod
@@ -114,6 +117,13 @@ def _log_format(text: str) -> str:
     return text
 
 
+def _log_level(text: str) -> str:
+    choice = text.strip().lower()
+    if choice not in LOG_LEVELS:
+        raise ValueError(f"log level {text[:40]!r} must be one of {', '.join(LOG_LEVELS)}")
+    return choice
+
+
 def _loop(text: str) -> str:
     choice = text.strip().lower() or "auto"
     if choice not in LOOP_CHOICES:
@@ -147,5 +157,6 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "aggressive_max_interval": _positive_duration,
     "steady_period": _positive_duration,
     "log_format": _log_format,
+    "log_level": _log_level,
     "loop": _loop,
 }
