@@ -67,7 +67,7 @@ class Sidecar:
         self.logger = logger or logging.getLogger(LOGGER_NAME)
         self.clock = clock or Clock()
         self.state = AggregateState(config.containers, clock=self.clock)
-        self.drainer = Drainer(self.state, settings.drain_seconds)
+        self.drainer = Drainer(self.state, settings.drain_seconds, logger=self.logger)
         routed = LivenessChecks(config.containers, self.logger, self.state)  # /live, /startup
         self.http = HealthHttpServer(self.state, self.drainer, routed)
         # The health server first: its hooks answer held long-polls, the change's most urgent reader.

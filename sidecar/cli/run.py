@@ -11,6 +11,7 @@ import gc
 import logging
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from probes.spec import join_host_port
@@ -33,7 +34,7 @@ _LOOPBACK_FOR = {"*": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
 
 def run_command(args: argparse.Namespace) -> int:
     settings = run_settings(args)
-    logger = setup_logging(settings.log_format)
+    logger = setup_logging(settings.log_format, settings.log_level)
     with asyncio.Runner(loop_factory=event_loop_factory(settings.loop)) as runner:
         return runner.run(_serve(args, settings, logger))
 
@@ -86,6 +87,9 @@ def _announce(
         "readiness-sidecar %s listening %s containers=%s sources=%s drain=%ss",
         __version__, ports.describe(settings.bind), names,
         "; ".join(config.sources) or "-", settings.drain_seconds,
+        extra={"fields": {"version": __version__, "bind": settings.bind, "ports": asdict(ports),
+                          "containers": [c.name for c in config.containers], "sources": list(config.sources),
+                          "drain_seconds": settings.drain_seconds, "log_level": settings.log_level}},
     )
     for container in config.containers:
         # What each probe reaches, as /status shows it: with --probe-host pod-ip, the pod IP.

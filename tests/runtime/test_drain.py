@@ -8,6 +8,9 @@ that arrives first starts the drain too, and is undone after 1 s if no SIGTERM f
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import pytest
 
 from probes.result import Outcome, ProbeResult
 from probes.spec import TcpSocketSpec
@@ -39,6 +42,20 @@ async def test_a_second_signal_ends_the_drain_now() -> None:
     drainer.begin()
     assert not drainer.drained.is_set()
     drainer.begin()
+    assert drainer.drained.is_set()
+
+
+async def test_the_drain_logs_what_is_left_and_the_second_signal(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    drainer = Drainer(ready_state(), drain_seconds=0.5, log_every=0.2)
+    drainer.begin()
+    await asyncio.sleep(0.45)  # countdown lines at 0, 0.2 and 0.4 s
+    drainer.begin()
+    drainer.begin()  # a third signal: already over, nothing more to say
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("drain: ")]
+    assert [line.split(" left")[0] for line in lines[:3]] == ["drain: 500ms", "drain: 300ms", "drain: 100ms"]
+    assert all(line.endswith("then exit; a second SIGTERM or SIGINT ends it now") for line in lines[:3])
+    assert len(lines) == 4 and lines[3].startswith("drain: second stop signal, ending the drain now, "), lines
     assert drainer.drained.is_set()
 
 
