@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sidecar.contract import LOGGER_NAME
+from sidecar.contract import DRAIN_PATH, LOGGER_NAME
 from sidecar.durations import format_duration
 from sidecar.runtime.state import AggregateState
 
@@ -89,6 +89,12 @@ class Drainer:
             # Start draining now (the SIGTERM usually follows within milliseconds), but
             # don't wedge readiness if it never comes.
             self._pending_prestops += 1
+            if self._pending_prestops == 1:
+                self.logger.info(
+                    "drain: a preStop hook called %s: draining, reset in %s unless a SIGTERM follows",
+                    DRAIN_PATH, format_duration(self.reset_after),
+                    extra={"fields": {"prestop_reset_seconds": self.reset_after}},
+                )
             self.state.set_draining(True)
             try:
                 async with asyncio.timeout(self.reset_after):

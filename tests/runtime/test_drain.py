@@ -68,7 +68,8 @@ async def test_prestop_waits_for_the_end_of_the_drain() -> None:
     assert await asyncio.wait_for(hook, 5) == "drained"
 
 
-async def test_prestop_without_sigterm_drains_then_resets_readiness() -> None:
+async def test_prestop_without_sigterm_drains_then_resets_readiness(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     state = ready_state()
     drainer = Drainer(state, drain_seconds=30, reset_after=0.1)
     hook = asyncio.create_task(drainer.wait_for_drain())
@@ -76,6 +77,8 @@ async def test_prestop_without_sigterm_drains_then_resets_readiness() -> None:
     assert not state.ready, "the hook starts the drain: the SIGTERM usually follows within milliseconds"
     assert await asyncio.wait_for(hook, 5) == "reset"
     assert state.ready and not state.draining
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("drain: ")]
+    assert said == ["drain: a preStop hook called /wait-for-drain: draining, reset in 100ms unless a SIGTERM follows"]
 
 
 async def test_overlapping_prestops_reset_only_when_the_last_one_gives_up() -> None:
