@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 
 from probes import build_probe
@@ -50,6 +50,14 @@ class BoundPorts:
             return join_host_port(bind, port) if port is not None else "off"
 
         return f"health={one(self.health)} grpc={one(self.grpc)} metrics={one(self.metrics)}"
+
+
+class PortUnavailable(Exception):
+    """A port `run` can't listen on: its setting ("grpc_port"), the address tried and the OS's error."""
+
+    def __init__(self, setting: str, address: str, error: OSError) -> None:
+        super().__init__(f"{setting}: cannot listen on {address}: {error}")
+        self.setting, self.address, self.error = setting, address, error
 
 
 class Sidecar:
@@ -92,10 +100,16 @@ class Sidecar:
 
     async def start(self) -> BoundPorts:
         s = self.settings
-        health = await self.http.start(s.bind, s.health_port)
-        grpc_port = await self._grpc.start(s.bind, s.grpc_port) if self._grpc and s.grpc_port is not None else None
+        health = await self._listen("health_port", self.http.start, s.health_port)
+        grpc_port = (
+            await self._listen("grpc_port", self._grpc.start, s.grpc_port)
+            if self._grpc and s.grpc_port is not None
+            else None
+        )
         metrics_port = (
-            await self._metrics.start(s.bind, s.metrics_port) if self._metrics and s.metrics_port is not None else None
+            await self._listen("metrics_port", self._metrics.start, s.metrics_port)
+            if self._metrics and s.metrics_port is not None
+            else None
         )
         ticker = Ticker()  # one wake-up per tick for every aggressive container
         for spec in self.config.containers:
@@ -105,6 +119,14 @@ class Sidecar:
             scheduler = ContainerScheduler(self.state, spec, probe, s.aggressive, self.logger, ticker)
             self._tasks[spec.name] = asyncio.create_task(scheduler.run(), name=spec.name)
         return BoundPorts(health, grpc_port, metrics_port)
+
+    async def _listen(self, setting: str, start: Callable[[str, int], Awaitable[int]], port: int) -> int:
+        """Start one server; a port it can't have is a PortUnavailable naming the setting."""
+        try:
+            return await start(self.settings.bind, port)
+        except OSError as exc:
+            host = self.settings.bind.strip().removeprefix("[").removesuffix("]")
+            raise PortUnavailable(setting, join_host_port(host, port), exc) from exc
 
     async def wait_terminated(self) -> None:
         """Return once SIGTERM came and the drain period is over."""

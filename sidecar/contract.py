@@ -31,6 +31,7 @@ METRICS_PORT_NAME = "rs-metrics"
 READY_PATH = "/ready"  # the aggregate: 200 ready, 503 not ready (kubelet, load balancers)
 READY_CONTAINER_PATH = "/ready/{container}"  # one container's readiness
 WAIT_PARAM = "wait"  # ?wait=DURATION on either: long-poll until ready or the duration ends
+WAIT_CAPPED_HEADER = "Wait-Capped"  # on the answer to a ?wait= over the cap: the cap it was held to, in seconds
 HEALTHZ_PATH = "/healthz"  # the sidecar's own liveness: every scheduler still runs
 STATUS_PATH = "/status"  # everything known, for people and tools
 DRAIN_PATH = "/wait-for-drain"  # the preStop hook inject gives user containers

@@ -10,6 +10,7 @@ so a hostile or binary value can neither break the line nor the terminal.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -70,6 +71,21 @@ def _repr(value: object) -> str:
 def one_line(text: str) -> str:
     """Collapse a multi-line message (a parser's, an OS error's) into one line."""
     return " ".join(text.split())
+
+
+def cannot_listen(source: str, address: str, exc: OSError) -> ConfigError:
+    """A port that can't be had (in use, an address not this host's, a name that won't resolve),
+    as the one line `run` and `webhook` print: "--port 8443: cannot listen on [::]:8443: ...".
+
+    The reason is the OS's own words for the errno, looked up through any OSError a server wrapped
+    it in (asyncio rewords it, the gRPC port adds its name); a resolver's error has its own.
+    """
+    reason: OSError = exc
+    while reason.errno is None and isinstance(reason.__cause__, OSError):
+        reason = reason.__cause__
+    # A resolver's errno (socket.gaierror) is negative: not the OS's, its strerror says it.
+    text = os.strerror(reason.errno) if reason.errno and reason.errno > 0 else reason.strerror or str(reason)
+    return ConfigError(source, problem=f"cannot listen on {address}: {one_line(text)}")
 
 
 def field_name(key: object) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import ssl
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 # Room for a burst of API server connections arriving at once.
@@ -32,6 +32,16 @@ def _not_a_client_protocol_error(record: logging.LogRecord) -> bool:
     return not isinstance(error, HttpProcessingError)
 
 
+async def _without_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """aiohttp sends `Server: Python/3.11 aiohttp/3.x`: it tells anyone who reaches the port
+    which versions to attack. The run ports send none either (serve.http_wire.Answer).
+
+    Every answer of the application goes through here (its 404s and 405s too); the 400 aiohttp
+    sends for a request it can't parse, before any application sees it, does not, and keeps the
+    header: aiohttp has no switch for it (aio-libs/aiohttp issue 8870)."""
+    response.headers.popall(hdrs.SERVER, None)
+
+
 class HttpSite:
     """One aiohttp application listening on one address, with a bounded shutdown."""
 
@@ -39,6 +49,7 @@ class HttpSite:
         self, app: web.Application, *, shutdown_grace: float, ssl_context: ssl.SSLContext | None = None
     ) -> None:
         self.app = app
+        app.on_response_prepare.append(_without_server_header)
         self.shutdown_grace = shutdown_grace
         self.ssl_context = ssl_context
         self._runner: web.AppRunner | None = None

@@ -16,12 +16,12 @@ from pathlib import Path
 
 from probes.spec import join_host_port
 from sidecar import __version__
-from sidecar.app import BoundPorts, Sidecar, event_loop_factory
+from sidecar.app import BoundPorts, PortUnavailable, Sidecar, event_loop_factory
 from sidecar.cli.parser import raw_run_settings
-from sidecar.contract import READY_PATH, STATUS_PATH, WAIT_PARAM
-from sidecar.errors import ConfigError, one_line
+from sidecar.contract import ENV_PREFIX, READY_PATH, STATUS_PATH, WAIT_PARAM
+from sidecar.errors import ConfigError, cannot_listen, one_line
 from sidecar.model import SidecarConfig
-from sidecar.runtime.settings import RunSettings
+from sidecar.runtime.settings import RunSettings, flag_name
 from sidecar.serve.logs import setup_logging
 from sidecar.signals import on_stop_signals
 
@@ -33,18 +33,33 @@ _LOOPBACK_FOR = {"*": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
 def run_command(args: argparse.Namespace) -> int:
-    settings = run_settings(args)
+    raw, origin = raw_run_settings(args)
+    settings = run_settings(args, raw, origin)
     logger = setup_logging(settings.log_format, settings.log_level)
     with asyncio.Runner(loop_factory=event_loop_factory(settings.loop)) as runner:
-        return runner.run(_serve(args, settings, logger))
+        try:
+            return runner.run(_serve(args, settings, logger))
+        except PortUnavailable as exc:
+            given = ("bind", exc.setting) if "bind" in raw else (exc.setting,)
+            source = " ".join(_given(setting, raw, origin) for setting in given)
+            raise cannot_listen(source, exc.address, exc.error) from None
 
 
-def run_settings(args: argparse.Namespace) -> RunSettings:
+def run_settings(args: argparse.Namespace, raw: dict[str, str | None], origin: dict[str, str]) -> RunSettings:
     """Flags first, then READINESS_SIDECAR_<FLAG> env vars; validated once, naming where each came from."""
-    raw, origin = raw_run_settings(args)
     if args.demo and "drain_seconds" not in raw:
         raw["drain_seconds"] = DEMO_DRAIN_SECONDS
     return RunSettings.from_raw(raw, origin=origin)
+
+
+def _given(setting: str, raw: dict[str, str | None], origin: dict[str, str]) -> str:
+    """A setting as the user gave it, to name in an error: "--bind 10.0.0.1", "READINESS_SIDECAR_GRPC_PORT=8551",
+    or the flag alone for a default."""
+    source = origin.get(setting, flag_name(setting))
+    value = raw.get(setting)
+    if value is None:
+        return source
+    return f"{source}={value}" if source.startswith(ENV_PREFIX) else f"{source} {value}"
 
 
 async def _serve(args: argparse.Namespace, settings: RunSettings, logger: logging.Logger) -> int:

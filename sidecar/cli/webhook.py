@@ -13,7 +13,7 @@ from probes.spec import join_host_port
 from sidecar import __version__
 from sidecar.cli.parser import inject_options
 from sidecar.contract import HEALTHZ_PATH, MUTATE_PATH
-from sidecar.errors import ConfigError
+from sidecar.errors import cannot_listen
 from sidecar.k8s.options import DEFAULT_IMAGE_WARNING
 from sidecar.k8s.tls_reload import TlsFiles
 from sidecar.k8s.webhook import WebhookServer
@@ -34,8 +34,7 @@ async def _serve(server: WebhookServer, bind: str, port: int, logger: logging.Lo
             try:
                 bound = await server.start(bind, port)
             except OSError as exc:
-                problem = f"cannot listen: {exc.strerror or exc}"
-                raise ConfigError(f"--bind {bind} --port {port}", problem=problem) from None
+                raise cannot_listen(f"--bind {bind} --port {port}", join_host_port(bind, port), exc) from None
             logger.info(
                 "readiness-sidecar %s webhook listening on https://%s (POST %s, GET %s), injecting %s",
                 __version__, join_host_port(bind, bound), MUTATE_PATH, HEALTHZ_PATH, server.options.image_or_default,

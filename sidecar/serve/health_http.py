@@ -29,6 +29,7 @@ from sidecar.contract import (
     READY_PATH,
     STARTUP_PATH,
     STATUS_PATH,
+    WAIT_CAPPED_HEADER,
     WAIT_PARAM,
 )
 from sidecar.durations import parse_duration
@@ -41,6 +42,7 @@ from sidecar.serve.http_wire import JSON, Answer, json_answer
 from sidecar.serve.views import container_status, pod_status, ready_summary
 
 MAX_WAIT_SECONDS = 300.0  # a long-poll longer than any sane kubelet timeout is a mistake
+_WAIT_CAPPED_LINE = f"{WAIT_CAPPED_HEADER}: {MAX_WAIT_SECONDS:g}\r\n".encode()
 MAX_REQUEST_BYTES = 1024  # every endpoint is a GET: no body is ever needed
 SHUTDOWN_GRACE = 1.0  # in-flight requests get this long once the drain is over
 
@@ -115,9 +117,12 @@ class HealthHttpServer(StateObserver):
         if raw is None or predicate() or self.state.draining:
             return answer()  # draining never ends in ready: answer at once
         try:
-            wait = min(parse_duration(raw), MAX_WAIT_SECONDS)
+            asked = parse_duration(raw)
         except ValueError as exc:
             return json_answer({"error": f"{WAIT_PARAM}: {exc}"}, status=400)
+        wait = min(asked, MAX_WAIT_SECONDS)
+        if asked > MAX_WAIT_SECONDS:
+            request.headers = _WAIT_CAPPED_LINE  # held to the cap, and its answer says so
         if wait <= 0:
             return answer()
         request.hold(key, wait, answer)

@@ -45,10 +45,10 @@ from sidecar.serve.http_wire import (
     Answer,
     NotPlain,
     date_line,
+    error_answer,
     h11_asks_to_close,
     h11_request_problem,
     read_plain_request,
-    text_answer,
 )
 from sidecar.serve.listen import serve_on
 
@@ -78,25 +78,25 @@ class Timeouts:
 
 
 def _refusals(max_body: int) -> dict[int, Answer]:
-    """The one-line answers to requests these ports do not take (never logged: docs/security.md)."""
+    """The one-line (JSON) answers to requests these ports do not take (never logged: docs/security.md)."""
     return {
-        400: text_answer(400),
-        413: text_answer(413, f"a request body must be at most {max_body} bytes, with a Content-Length"),
-        414: text_answer(414, f"request line over {MAX_REQUEST_LINE} bytes"),
-        431: text_answer(431, f"request head over {MAX_HEAD} bytes, or a header line over {MAX_HEADER_LINE}"),
-        505: text_answer(505, "HTTP/1.1 only"),
+        400: error_answer(400),
+        413: error_answer(413, f"a request body must be at most {max_body} bytes, with a Content-Length"),
+        414: error_answer(414, f"request line over {MAX_REQUEST_LINE} bytes"),
+        431: error_answer(431, f"request head over {MAX_HEAD} bytes, or a header line over {MAX_HEADER_LINE}"),
+        505: error_answer(505, "HTTP/1.1 only"),
     }
 
 
-_NOT_FOUND = text_answer(404)
-_METHOD_NOT_ALLOWED = text_answer(405, headers=b"Allow: GET, HEAD\r\n")
-_INTERNAL_ERROR = text_answer(500)
+_NOT_FOUND = error_answer(404)
+_METHOD_NOT_ALLOWED = error_answer(405, headers=b"Allow: GET, HEAD\r\n")
+_INTERNAL_ERROR = error_answer(500)
 
 
 class Request:
     """One request, answered once: now (the handler's return value) or later (`respond`)."""
 
-    __slots__ = ("_connection", "_on_gone", "close", "head_only", "method", "param", "path", "query")
+    __slots__ = ("_connection", "_on_gone", "close", "head_only", "headers", "method", "param", "path", "query")
 
     def __init__(self, connection: _Connection, method: bytes, target: bytes, head_only: bool, close: bool) -> None:
         self.method = method
@@ -107,6 +107,7 @@ class Request:
         self.head_only = head_only
         self.close = close
         self.param = ""  # the {…} segment of a one-segment route
+        self.headers = b""  # header lines its answer carries beside the answer's own ("Wait-Capped: 300\r\n")
         self._connection: _Connection | None = connection
         self._on_gone: Callable[[], None] | None = None
 
@@ -502,7 +503,7 @@ class _Connection(asyncio.Protocol):
     def _answer(self, request: Request, answer: Answer) -> None:
         self._current = None
         close = request.close or self.server.stopping
-        self._write(answer.wire(self.server.date, head_only=request.head_only, close=close))
+        self._write(answer.wire(self.server.date, head_only=request.head_only, close=close, extra=request.headers))
         if close:
             self._close()
         else:

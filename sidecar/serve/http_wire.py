@@ -36,7 +36,6 @@ MAX_HEAD = 64 * 1024
 MAX_PLAIN_HEAD = min(MAX_REQUEST_LINE, MAX_HEADER_LINE)
 
 JSON = "application/json"
-TEXT = "text/plain; charset=utf-8"
 
 # Request line and header lines, as h11 reads them but narrower: only GET or HEAD of an
 # origin-form target, only HTTP/1.1, CRLF line ends, visible ASCII (and spaces, tabs in values).
@@ -182,8 +181,15 @@ class Answer:
         self._date = b""
         self._wires: list[bytes | None] = [None] * 4
 
-    def wire(self, date: bytes, *, head_only: bool, close: bool) -> bytes:
-        """The bytes to write; `date` is the server's current Date line (the same object all second)."""
+    def wire(self, date: bytes, *, head_only: bool, close: bool, extra: bytes = b"") -> bytes:
+        """The bytes to write; `date` is the server's current Date line (the same object all second).
+
+        `extra` is header lines of one request's own (a capped wait): rare, so built each time.
+        """
+        if extra:
+            return b"".join(
+                (self._start, date, extra, _CLOSE_LINE if close else b"", b"\r\n", b"" if head_only else self.body)
+            )
         if date is not self._date:
             self._date, self._wires = date, [None] * 4
         variant = head_only + 2 * close
@@ -195,11 +201,11 @@ class Answer:
         return wire
 
 
-def json_answer(doc: Any, status: int = 200) -> Answer:
-    return Answer(status, json.dumps(doc).encode(), JSON)
+def json_answer(doc: Any, status: int = 200, *, headers: bytes = b"") -> Answer:
+    return Answer(status, json.dumps(doc).encode(), JSON, headers=headers)
 
 
-def text_answer(status: int, text: str | None = None, *, headers: bytes = b"") -> Answer:
-    """A plain-text answer: "404: Not Found", or the status and a one-line reason."""
-    line = f"{status}: {text or HTTPStatus(status).phrase}"
-    return Answer(status, line.encode(), TEXT, headers=headers)
+def error_answer(status: int, reason: str | None = None, *, headers: bytes = b"") -> Answer:
+    """A refusal, JSON like every other answer of these ports: {"error": "Method Not Allowed"},
+    or the status's one-line reason."""
+    return json_answer({"error": reason or HTTPStatus(status).phrase}, status, headers=headers)

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sidecar.serve.http_server import GetOnlyServer, Request, Timeouts
-from sidecar.serve.http_wire import MAX_HEAD, Answer, json_answer, text_answer
+from sidecar.serve.http_wire import MAX_HEAD, Answer, json_answer
 
 SHORT = Timeouts(idle=0.4, request=0.4, unread=0.4, linger=0.4)
 BIG = b"x" * (1 << 20)  # an answer no socket buffer holds at once
@@ -52,12 +52,12 @@ class App:
         return json_answer({"now": True})
 
     def hold(self, request: Request) -> None:
-        request.hold("k", 30.0, lambda: text_answer(503, "timed out"))
+        request.hold("k", 30.0, lambda: json_answer("timed out", 503))
 
     def slow(self, request: Request) -> None:
         async def never() -> Answer:
             await self.forever.wait()
-            return text_answer(200, "late")
+            return json_answer("late")
 
         request.respond_later(never())
 
@@ -128,10 +128,10 @@ async def test_pipelined_requests_are_answered_in_order_behind_a_held_one(app: t
     await until(lambda: len(test_app.server.held) == 1)
     await asyncio.sleep(0.1)
     assert test_app.seen == [], "a pipelined request waits for the one held before it"
-    test_app.server.held.release("k", lambda: text_answer(200, "released"))
+    test_app.server.held.release("k", lambda: json_answer("released"))
     first, second, third = (await read_reply(reader), await read_reply(reader),
                             await read_reply(reader, head_only=True))
-    assert (first.status, first.body) == (200, b"200: released")
+    assert (first.status, first.body) == (200, b'"released"')
     assert (second.status, second.body) == (200, b'{"now": true}')
     assert third.status == 200 and third.headers["content-length"] == str(len(second.body))
     assert test_app.seen == ["1", "2"]
@@ -240,7 +240,8 @@ async def test_refusals_are_one_line_then_the_connection_closes_and_nothing_is_l
     writer.write(request_bytes)
     reply = await read_reply(reader)
     assert reply.status == status and reply.headers["connection"] == "close"
-    assert reply.body.startswith(f"{status}: ".encode()) and b"\n" not in reply.body
+    assert reply.headers["content-type"] == "application/json" and b"\n" not in reply.body
+    assert set(json.loads(reply.body)) == {"error"}, "JSON, as every answer"
     writer.write(b"more bytes the server drops")  # it lingers, reading, until we close
     assert await closed_by_server(reader, 2.0)
     writer.close()
@@ -276,7 +277,7 @@ async def test_idle_and_unfinished_connections_are_closed_but_held_ones_are_not(
         assert await closed_by_server(reader, 2.0)
     assert time.monotonic() - started < 1.5  # 0.4 s and a sweep (0.1 s)
     assert not await closed_by_server(held[0], 0.5), "a long-poll is bounded by its own wait"
-    test_app.server.held.release("k", lambda: text_answer(200, "released"))
+    test_app.server.held.release("k", lambda: json_answer("released"))
     assert (await read_reply(held[0])).status == 200
     for _, writer in (idle, slowloris, slow_body, held):
         writer.close()
@@ -353,7 +354,7 @@ async def test_stop_answers_held_requests_waits_for_in_flight_ones_only_the_grac
     await server.stop()
     assert time.monotonic() - started < 1.0, "in-flight requests get the grace (0.5 s), no more"
     reply = await read_reply(held[0])
-    assert (reply.status, reply.body, reply.headers["connection"]) == (503, b"503: timed out", "close")
+    assert (reply.status, reply.body, reply.headers["connection"]) == (503, b'"timed out"', "close")
     for reader, _ in (held, slow, idle):
         assert await closed_by_server(reader, 1.0)
     assert not server.connections and not len(server.held)
@@ -412,7 +413,7 @@ async def test_any_bytes_in_any_pieces_get_well_formed_answers_and_no_log_line(
 
     async def release_held() -> None:  # a held /hold is answered whenever it is held
         while True:
-            test_app.server.held.release("k", lambda: text_answer(200, "released"))
+            test_app.server.held.release("k", lambda: json_answer("released"))
             await asyncio.sleep(0.01)
 
     releaser = asyncio.create_task(release_held())
