@@ -139,9 +139,12 @@ def _probe_host(text: str) -> str:
 
 
 def _bind(text: str) -> str:
-    if not text.strip():
+    address = text.strip()
+    if address.startswith("[") and address.endswith("]"):
+        address = address[1:-1]  # "[::1]", as in a URL: the address itself, bracketed once where shown
+    if not address:
         raise ValueError("bind address is empty")
-    return text.strip()
+    return address
 
 
 _PARSERS: dict[str, Callable[[str], object]] = {

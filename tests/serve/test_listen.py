@@ -6,6 +6,7 @@ import socket
 
 import pytest
 
+from sidecar.errors import ConfigError
 from sidecar.runtime.settings import DEFAULT_BIND, RunSettings
 from sidecar.serve.listen import DUAL_STACK, listening_socket
 
@@ -69,3 +70,10 @@ def test_a_port_in_use_is_an_error_not_a_fallback() -> None:
         first.listen(8)
         with pytest.raises(OSError):
             listening_socket(DUAL_STACK, first.getsockname()[1])
+
+
+def test_a_bracketed_ipv6_bind_is_the_address_itself() -> None:
+    settings = RunSettings.from_raw({"bind": "[::1]"})
+    assert settings.bind == "::1"  # shown as [::1]:8550 once, never [[::1]]:8550
+    with pytest.raises(ConfigError):
+        RunSettings.from_raw({"bind": "[]"})
