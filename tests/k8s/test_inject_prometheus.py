@@ -1,16 +1,20 @@
 """inject announces the metrics port with the prometheus.io annotations, unless the pod announces
-its own exporter (docs/behaviour.md#being-found). Through the CLI, as a subprocess."""
+its own exporter (docs/behaviour.md#being-found). Through the CLI, as a subprocess, and the webhook."""
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 from typing import Any
 
+import aiohttp
 import pytest
 
 from sidecar.contract import METRICS_PORT_ANNOTATION, STATUS_ANNOTATION
 from tests.conftest import REPO, sidecar_cmd
+from tests.k8s import test_webhook
+from tests.k8s.test_webhook import admission_review, patched
 
 IMAGE = "registry.example/readiness-sidecar:0.1.0"
 ANNOUNCED = {"prometheus.io/scrape": "true", "prometheus.io/port": "8552", "prometheus.io/path": "/metrics"}
@@ -101,3 +105,28 @@ def test_the_pods_metrics_port_annotation_moves_the_announced_port_and_off_annou
 def test_a_pod_that_announces_its_own_metrics_keeps_them(own: dict[str, str], sidecar_env: dict[str, str]) -> None:
     annotations = template_annotations(inject(deployment(dict(own)), sidecar_env))
     assert {k: v for k, v in annotations.items() if k.startswith("prometheus.io/")} == own
+
+
+# The webhook's fixtures: a trustme CA, its cert files, a client trusting it, a server and a session.
+ca, tls_files, client_tls = test_webhook.ca, test_webhook.tls_files, test_webhook.client_tls
+port, session = test_webhook.port, test_webhook.session
+
+
+async def test_the_webhook_announces_the_same_annotations_on_a_pod(port: int, session: aiohttp.ClientSession) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web"},
+        "spec": deployment()["spec"]["template"]["spec"],
+    }
+    async with session.post(f"https://127.0.0.1:{port}/mutate", json=admission_review(copy.deepcopy(pod))) as resp:
+        assert resp.status == 200, await resp.text()
+        response = (await resp.json())["response"]
+    by_webhook = patched(copy.deepcopy(pod), response)
+    announced = {k: v for k, v in by_webhook["metadata"]["annotations"].items() if k.startswith("prometheus.io/")}
+    assert announced == ANNOUNCED
+    own = {**pod, "metadata": {"name": "web", "annotations": {"prometheus.io/port": "9090"}}}
+    async with session.post(f"https://127.0.0.1:{port}/mutate", json=admission_review(copy.deepcopy(own))) as resp:
+        kept = patched(copy.deepcopy(own), (await resp.json())["response"])
+    assert kept["metadata"]["annotations"]["prometheus.io/port"] == "9090"
+    assert "prometheus.io/scrape" not in kept["metadata"]["annotations"]
