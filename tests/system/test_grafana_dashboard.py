@@ -19,7 +19,7 @@ from tests.system.dashboard_live import (
 # Prometheus' first sample comes ~5 s after its start here; every query then has data within a few scrapes.
 FIRST_DATA_WITHIN = 20.0
 DRAIN_SEEN_WITHIN = 10.0
-# The panel kinds the dashboard promises (examples/grafana/README.md): a test that they are there.
+# The panels examples/grafana/README.md and docs/behaviour.md promise, by kind.
 PROMISED = {
     "Ready per container": "state-timeline",
     "Time to first ready": "bargauge",
