@@ -78,6 +78,12 @@ GRPC_PORT_ANNOTATION = "readiness-sidecar.io/grpc-port"  # as --grpc-port ("off"
 METRICS_PORT_ANNOTATION = "readiness-sidecar.io/metrics-port"  # as --metrics-port ("off" too), never 0
 EXEC_PROBES_ANNOTATION = "readiness-sidecar.io/exec-probes"  # "kubelet" or "sidecar", as inject --exec-probes
 LINT_IGNORE_ANNOTATION = "readiness-sidecar.io/lint-ignore"  # "rule-id,rule-id": findings lint leaves out
+# The community's scrape annotations (Prometheus' kubernetes_sd examples, Istio's metrics merge), set by
+# inject on the pod template for the metrics port, unless the pod already has any of its own.
+PROMETHEUS_ANNOTATION_PREFIX = "prometheus.io/"
+PROMETHEUS_SCRAPE_ANNOTATION = "prometheus.io/scrape"
+PROMETHEUS_PORT_ANNOTATION = "prometheus.io/port"
+PROMETHEUS_PATH_ANNOTATION = "prometheus.io/path"
 
 # Knative's fixed drain, here configurable (--drain-seconds); inject sizes the pod's grace period by it.
 DEFAULT_DRAIN_SECONDS = 30.0

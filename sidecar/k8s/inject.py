@@ -37,7 +37,7 @@ from sidecar.errors import ErrorContext, quote
 from sidecar.k8s.istio import exclude_before_istio, route_through_pilot_agent, runs_probe
 from sidecar.k8s.options import InjectOptions
 from sidecar.k8s.pod_settings import STOP_SECONDS, pod_settings
-from sidecar.k8s.sidecar_container import sidecar_container
+from sidecar.k8s.sidecar_container import announce_metrics, sidecar_container
 from sidecar.k8s.sidecar_image import mount_holding, shared_mount
 from sidecar.model import LIVENESS, ROUTED_CHECK_FIELDS, ContainerSpec
 
@@ -219,6 +219,7 @@ def _inject_template(ref: PodSpecRef, source: str, options: InjectOptions) -> li
         _cover_drain(pod_spec, settings.grace_seconds)
     annotations = _pod_annotations(ref)
     annotations[STATUS_ANNOTATION] = STATUS_INJECTED
+    announce_metrics(annotations, settings)
     warnings.extend(route_through_pilot_agent(ref, settings.health_port, ctx))
     exclude_before_istio(ref, annotations, settings.health_port, ctx)
     return warnings

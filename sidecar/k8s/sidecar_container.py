@@ -15,6 +15,11 @@ from sidecar.contract import (
     CONFIG_ENV,
     HEALTH_PORT,
     HEALTHZ_PATH,
+    METRICS_PATH,
+    PROMETHEUS_ANNOTATION_PREFIX,
+    PROMETHEUS_PATH_ANNOTATION,
+    PROMETHEUS_PORT_ANNOTATION,
+    PROMETHEUS_SCRAPE_ANNOTATION,
     READY_PATH,
     SIDECAR_NAME,
     WAIT_PARAM,
@@ -100,3 +105,19 @@ def _on_port(probe: dict[str, Any], port: int) -> dict[str, Any]:
     moved = copy.deepcopy(probe)
     moved["httpGet"]["port"] = port
     return moved
+
+
+def announce_metrics(annotations: dict[str, Any], settings: PodSettings) -> None:
+    """Point the prometheus.io annotations at the metrics port, so annotation-based scraping (and
+    Istio's metrics merge, which reads them) finds the sidecar; nothing if the port is off.
+
+    A pod that already has any prometheus.io annotation keeps them as they are: they announce the
+    app's own exporter (or Istio already moved them to pilot-agent), the pod can announce only one
+    endpoint, and the app's must win. The sidecar is then scraped through the PodMonitor
+    (docs/behaviour.md#being-found).
+    """
+    if settings.metrics_port is None or any(str(key).startswith(PROMETHEUS_ANNOTATION_PREFIX) for key in annotations):
+        return
+    annotations[PROMETHEUS_SCRAPE_ANNOTATION] = "true"
+    annotations[PROMETHEUS_PORT_ANNOTATION] = str(settings.metrics_port)
+    annotations[PROMETHEUS_PATH_ANNOTATION] = METRICS_PATH

@@ -122,7 +122,7 @@ class HealthHttpServer(StateObserver):
             return json_answer({"error": f"{WAIT_PARAM}: {exc}"}, status=400)
         wait = min(asked, MAX_WAIT_SECONDS)
         if asked > MAX_WAIT_SECONDS:
-            request.headers = _WAIT_CAPPED_LINE  # held to the cap, and its answer says so
+            request.answer_headers = _WAIT_CAPPED_LINE  # held to the cap, and its answer says so
         if wait <= 0:
             return answer()
         request.hold(key, wait, answer)

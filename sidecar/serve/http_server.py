@@ -47,7 +47,9 @@ from sidecar.serve.http_wire import (
     date_line,
     error_answer,
     h11_asks_to_close,
+    h11_fields,
     h11_request_problem,
+    header_values,
     read_plain_request,
 )
 from sidecar.serve.listen import serve_on
@@ -96,10 +98,16 @@ _INTERNAL_ERROR = error_answer(500)
 class Request:
     """One request, answered once: now (the handler's return value) or later (`respond`)."""
 
-    __slots__ = ("_connection", "_on_gone", "close", "head_only", "headers", "method", "param", "path", "query")
+    __slots__ = (
+        "_connection", "_fields", "_on_gone", "answer_headers", "close", "head_only", "method", "param", "path",
+        "query",
+    )
 
-    def __init__(self, connection: _Connection, method: bytes, target: bytes, head_only: bool, close: bool) -> None:
+    def __init__(
+        self, connection: _Connection, method: bytes, target: bytes, head_only: bool, close: bool, fields: bytes = b""
+    ) -> None:
         self.method = method
+        self._fields = fields  # the header lines, read only by a handler that asks (`header`)
         raw = target.decode("latin-1")  # h11 and the plain reader take visible ASCII only
         if not raw.startswith("/") and "://" in raw:  # absolute-form (a proxy's): its path
             raw = "/" + raw.partition("://")[2].partition("/")[2]
@@ -107,7 +115,7 @@ class Request:
         self.head_only = head_only
         self.close = close
         self.param = ""  # the {…} segment of a one-segment route
-        self.headers = b""  # header lines its answer carries beside the answer's own ("Wait-Capped: 300\r\n")
+        self.answer_headers = b""  # header lines its answer carries beside the answer's own ("Wait-Capped: 300\r\n")
         self._connection: _Connection | None = connection
         self._on_gone: Callable[[], None] | None = None
 
@@ -119,6 +127,10 @@ class Request:
             if key == name:
                 return value
         return None
+
+    def header(self, name: bytes) -> str:
+        """Every value of the header `name` (lowercase), comma-joined; "" if it was not sent."""
+        return header_values(self._fields, name) if self._fields else ""
 
     def respond(self, answer: Answer) -> None:
         """Send `answer` (once; later calls, or calls after the client left, do nothing)."""
@@ -430,7 +442,8 @@ class _Connection(asyncio.Protocol):
                     self._h11.receive_data(b"")
                 continue
             self._buffer = buffer[plain.end :]
-            self._dispatch(b"HEAD" if plain.head_only else b"GET", plain.target, plain.head_only, plain.close)
+            method = b"HEAD" if plain.head_only else b"GET"
+            self._dispatch(method, plain.target, plain.head_only, plain.close, plain.fields)
 
     def _read_h11(self) -> bool:
         """Feed h11 until it has read a whole request (True: dispatched) or needs more (False)."""
@@ -460,15 +473,18 @@ class _Connection(asyncio.Protocol):
                 self._buffer = parser.trailing_data[0]
                 self._h11 = None
                 assert request is not None
-                self._dispatch(request.method, request.target, request.method == b"HEAD", h11_asks_to_close(request))
+                self._dispatch(
+                    request.method, request.target, request.method == b"HEAD", h11_asks_to_close(request),
+                    h11_fields(request),
+                )
                 return True
             elif isinstance(event, h11.ConnectionClosed):
                 self._close()
                 return False
             # h11.Data: a body within the limit, read and dropped
 
-    def _dispatch(self, method: bytes, target: bytes, head_only: bool, close: bool) -> None:
-        request = self._current = Request(self, method, target, head_only, close)
+    def _dispatch(self, method: bytes, target: bytes, head_only: bool, close: bool, fields: bytes) -> None:
+        request = self._current = Request(self, method, target, head_only, close, fields)
         found = self.server.routes.find(request.path)
         answer: Answer | None
         if found is None:
@@ -503,7 +519,8 @@ class _Connection(asyncio.Protocol):
     def _answer(self, request: Request, answer: Answer) -> None:
         self._current = None
         close = request.close or self.server.stopping
-        self._write(answer.wire(self.server.date, head_only=request.head_only, close=close, extra=request.headers))
+        extra = request.answer_headers
+        self._write(answer.wire(self.server.date, head_only=request.head_only, close=close, extra=extra))
         if close:
             self._close()
         else:

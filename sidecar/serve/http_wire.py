@@ -18,7 +18,7 @@ import enum
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
@@ -57,6 +57,7 @@ class PlainRequest:
     target: bytes
     close: bool  # the client sent Connection: close
     end: int  # where the next request starts in the buffer
+    fields: bytes = field(default=b"", compare=False)  # the header lines as sent, for `header_values`
 
 
 class NotPlain(enum.Enum):
@@ -96,7 +97,7 @@ def read_plain_request(buffer: bytes, scan_from: int = 0) -> PlainRequest | NotP
         or any(name in fields for name in _BODY_FIELDS)
     ):
         return NOT_PLAIN
-    return PlainRequest(match[1] == b"HEAD", match[2], _asks_to_close(fields), match.end())
+    return PlainRequest(match[1] == b"HEAD", match[2], _asks_to_close(fields), match.end(), match[3])
 
 
 def _asks_to_close(fields: bytes) -> bool:
@@ -109,6 +110,22 @@ def _asks_to_close(fields: bytes) -> bool:
             return True
         at = fields.find(_CONNECTION_FIELD, at + 2)
     return False
+
+
+def header_values(fields: bytes, name: bytes) -> str:
+    """Every value of the header `name` (lowercase) in `fields` (CRLF-ended lines), joined by
+    commas as RFC 9110 5.3 allows: what a handler that negotiates (Accept) reads."""
+    values = [
+        line.partition(b":")[2].strip(b" \t")
+        for line in fields.split(b"\r\n")
+        if line[: len(name) + 1].lower() == name + b":"
+    ]
+    return b",".join(values).decode("latin-1")
+
+
+def h11_fields(request: h11.Request) -> bytes:
+    """An h11 request's headers as the CRLF-ended lines `header_values` reads."""
+    return b"".join(name + b":" + value + b"\r\n" for name, value in request.headers)
 
 
 def h11_asks_to_close(request: h11.Request) -> bool:

@@ -23,7 +23,9 @@ from sidecar.serve.http_wire import (
     PlainRequest,
     date_line,
     h11_asks_to_close,
+    h11_fields,
     h11_request_problem,
+    header_values,
     read_plain_request,
 )
 
@@ -43,7 +45,7 @@ PARTS: dict[str, tuple[st.SearchStrategy[bytes], st.SearchStrategy[bytes]]] = {
     "version": (st.just(b"HTTP/1.1"),
                 st.sampled_from([b"HTTP/1.0", b"HTTP/2.0", b"http/1.1", b"HTTP/1.1 ", b"HTTP/11"])),
     "name": (
-        st.sampled_from([b"Connection", b"connection", b"User-Agent", b"X-A", b"Accept"]),
+        st.sampled_from([b"Connection", b"connection", b"User-Agent", b"X-A", b"Accept", b"ACCEPT-encoding"]),
         st.sampled_from([b"Host", b"host", b"Content-Length", b"Transfer-Encoding", b"Expect", b"Bad Name", b"",
                          b"Host ", b"X:Y", b"\xc3\xa9"]),
     ),
@@ -102,6 +104,9 @@ def test_every_request_the_plain_reader_takes_h11_reads_the_same_way(head: bytes
     assert h11_asks_to_close(request) == plain.close
     assert h11_request_problem(request, max_body=0) is None
     assert (head + NEXT)[plain.end :] == rest == NEXT
+    for name in {name for name, _ in request.headers} | {b"accept", b"accept-encoding"}:
+        # what a handler reads (Request.header) is the same from either reader's lines
+        assert header_values(plain.fields, name) == header_values(h11_fields(request), name), name
 
 
 def test_what_a_kubelet_a_load_balancer_and_prometheus_send_is_plain() -> None:

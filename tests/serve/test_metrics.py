@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import platform
 import re
 from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
+import sidecar
 from probes.spec import HttpGetSpec, TcpSocketSpec
 from sidecar.app import Sidecar
 from sidecar.model import ContainerSpec, ProbeTiming, SidecarConfig
@@ -36,6 +40,7 @@ EXPECTED_TYPES = {
     "readiness_routed_check_duration_seconds": "histogram",
     "readiness_probe_schedule_lateness_seconds": "histogram",
     "readiness_container_required": "gauge",
+    "readiness_sidecar_build_info": "gauge",
 }
 
 Labels = frozenset[tuple[str, str]]
@@ -52,9 +57,7 @@ class Scrape:
             for sample in family.samples:
                 self.samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
         types = re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE)
-        self.types = {
-            n: t for n, t in types if n.startswith("readiness_") and not n.endswith("_created")
-        }
+        self.types = {n: t for n, t in types if n.startswith("readiness_")}
 
     def get(self, name: str, **labels: str) -> float | None:
         return self.samples.get((name, frozenset(labels.items())))
@@ -299,3 +302,115 @@ async def test_liveness_and_startup_checks_are_counted_per_attempt_by_container_
     help_lines = dict(re.findall(r"^# HELP (readiness_routed_\S+) (.+)$", after.text, re.MULTILINE))
     assert "/live/<container>" in help_lines["readiness_routed_check_total"]
     assert "timeoutSeconds" in help_lines["readiness_routed_check_duration_seconds"]
+
+
+# -- exposition: build info, no _created, OpenMetrics and gzip -------------------------------------
+
+
+async def _raw_get(port: int, head: bytes) -> tuple[bytes, dict[str, str], bytes]:
+    """One request written as given (so the test picks the reader: plain or h11); status line, headers, body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head)
+    answer = await reader.read()  # every request here asks to close
+    writer.close()
+    status, _, rest = answer.partition(b"\r\n")
+    fields, _, body = rest.partition(b"\r\n\r\n")
+    headers = {}
+    for line in fields.split(b"\r\n"):
+        name, _, value = line.decode().partition(":")
+        headers[name.lower()] = value.strip()
+    return status, headers, body
+
+
+async def test_build_info_names_the_version_and_python_and_is_always_one() -> None:
+    car, port = await started([ContainerSpec("app", TcpSocketSpec(port=1), NEVER)])
+    try:
+        m = await scrape(port)
+    finally:
+        await car.stop()
+    assert m.value("readiness_sidecar_build_info", version=sidecar.__version__,
+                   python=platform.python_version(), implementation=platform.python_implementation()) == 1
+    assert "Always 1" in m.text, "its HELP says what it is for"
+
+
+async def test_no_created_series_once_counters_and_histograms_have_moved(target: FlipTarget) -> None:
+    target.status = 200
+    car, port = await started([ContainerSpec("app", HttpGetSpec(port=target.port, path="/health"))])
+    try:
+        assert await car.state.wait_ready(2.0)
+        text = (await scrape(port)).text
+        _, _, open_metrics = await _raw_get(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+                                            b"Accept: application/openmetrics-text; version=1.0.0\r\n"
+                                            b"Connection: close\r\n\r\n")
+    finally:
+        await car.stop()
+    assert 'readiness_probe_total{container="app",probe="httpGet",result="success"}' in text
+    for exposition in (text, open_metrics.decode()):
+        assert "_created" not in exposition, "prometheus_client's created series are switched off"
+
+
+async def _content(port: int, accept: bytes) -> tuple[str, bytes]:
+    _, headers, body = await _raw_get(
+        port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + accept + b"Connection: close\r\n\r\n"
+    )
+    return headers["content-type"], body
+
+
+async def test_openmetrics_goes_to_a_scraper_that_takes_only_it_and_text_to_every_other() -> None:
+    car, port = await started([ContainerSpec("app", TcpSocketSpec(port=1), NEVER)])
+    # The Accept Prometheus 2.x sends by default (scrape/scrape.go, scrapeAcceptHeader): OpenMetrics
+    # first, the text format at q=0.5. The text format is what it gets: OpenMetrics costs more to
+    # render and brings nothing here (docs/performance.md#metrics-exposition).
+    prometheus = (
+        b"Accept: application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+        b"text/plain;version=0.0.4;q=0.5,*/*;q=0.1\r\n"
+    )
+    try:
+        only_type, only = await _content(port, b"Accept: application/openmetrics-text; version=1.0.0\r\n")
+        refused_type, _ = await _content(port, b"Accept: application/openmetrics-text, text/plain;q=0\r\n")
+        prometheus_type, from_prometheus = await _content(port, prometheus)
+        plain_type, plain = await _content(port, b"")
+    finally:
+        await car.stop()
+    assert only_type.startswith("application/openmetrics-text; version=1.0.0")
+    assert refused_type.startswith("application/openmetrics-text"), "text at q=0 is not acceptable"
+    assert only.endswith(b"# EOF\n")
+    families = {f.name: f for f in openmetrics_families(only.decode())}
+    assert families["readiness_probe"].type == "counter", "OpenMetrics names a counter without _total"
+    assert families["readiness_sidecar_build_info"].type == "gauge"
+    assert prometheus_type == plain_type == CONTENT_TYPE_LATEST
+    assert b"# EOF" not in from_prometheus and b"# EOF" not in plain
+
+
+@pytest.mark.parametrize("request_head", [
+    # the plain reader's request, and one only h11 reads (HTTP/1.0): both readers hand the headers on
+    b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: br, gzip;q=0.9\r\nConnection: close\r\n\r\n",
+    b"GET /metrics HTTP/1.0\r\nHost: x\r\nACCEPT-ENCODING: gzip\r\n\r\n",
+], ids=["plain", "h11"])
+async def test_gzip_when_the_scraper_accepts_it(request_head: bytes) -> None:
+    car, port = await started([ContainerSpec("app", TcpSocketSpec(port=1), NEVER)])
+    try:
+        _, headers, body = await _raw_get(port, request_head)
+        _, plain_headers, plain = await _raw_get(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    finally:
+        await car.stop()
+    assert headers["content-encoding"] == "gzip"
+    assert int(headers["content-length"]) == len(body) < len(plain) / 3
+    unpacked = gzip.decompress(body).decode()
+    assert 'readiness_container_ready{container="app"} 0.0' in unpacked
+    assert "content-encoding" not in plain_headers
+    assert "Accept-Encoding" in plain_headers["vary"], "caches keep the two apart"
+
+
+async def test_every_help_text_says_more_than_the_name() -> None:
+    car, port = await started([ContainerSpec("app", TcpSocketSpec(port=1), NEVER)])
+    try:
+        text = (await scrape(port)).text
+    finally:
+        await car.stop()
+    helps = dict(re.findall(r"^# HELP (readiness_\S+) (.*)$", text, re.MULTILINE))
+    assert helps.keys() == EXPECTED_TYPES.keys()
+    for name, help_text in helps.items():
+        assert len(help_text) > 80, f"{name}: an operator needs what it means and when it changes"
+        if name.endswith("_seconds"):
+            assert "Seconds" in help_text, f"{name}: the unit"

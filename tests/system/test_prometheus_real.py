@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 import yaml
 
+import sidecar
 from probes.spec import HttpGetSpec, TcpSocketSpec
 from sidecar.app import Sidecar
 from sidecar.config.loader import load_config
@@ -230,6 +231,10 @@ async def test_real_prometheus_scrapes_a_sidecar_process_and_sees_it_turn_ready(
             target.status = 200
             ready = await _poll(session, base, ready_query, 1.0, log)
             totals = await _query(session, base, totals_query)
+            # Prometheus asks for gzip (and OpenMetrics first): what it gets it parses, whole.
+            health = await _query(session, base, 'up{job="readiness-sidecar"} == 1 and scrape_samples_scraped > 50')
+            created = await _query(session, base, '{job="readiness-sidecar", __name__=~".+_created"}')
+            build = await _query(session, base, "readiness_sidecar_build_info")
             print(f"\nPrometheus /api/v1/query?query={ready_query}:", json.dumps(ready))
             print(f"Prometheus /api/v1/query?query={totals_query}:", json.dumps(totals))
     finally:
@@ -238,6 +243,9 @@ async def test_real_prometheus_scrapes_a_sidecar_process_and_sees_it_turn_ready(
             await server.wait()
         await car.kill()
         await target.stop()
+    assert len(health["data"]["result"]) == 1, health
+    assert created["data"]["result"] == [], "no _created series reach Prometheus"
+    assert [r["metric"]["version"] for r in build["data"]["result"]] == [sidecar.__version__]
     after = _by_result(totals)
     assert before["failure"] > 0 and before["success"] == 0, "the target answered 503 at first"
     assert after["success"] >= 1, "the attempt that turned it ready was counted"
