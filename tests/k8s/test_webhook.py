@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sidecar.cli.parser import build_parser
+from sidecar.cli.webhook import WebhookSettings
 from sidecar.config.documents import load_documents
 from sidecar.k8s.admission import review_reply
 from sidecar.k8s.inject import InjectOptions, inject_object
@@ -430,7 +431,7 @@ async def test_cli_serves_reviews_and_stops_on_sigterm(
 ) -> None:
     proc = await asyncio.create_subprocess_exec(
         *sidecar_cmd("webhook", "--bind", "127.0.0.1", "--port", "0", "--cert", tls_files.cert,
-                     "--key", tls_files.key, "--image", "registry.example/rs:9"),
+                     "--key", tls_files.key, "--image", "registry.example/rs:9", "--metrics-port", "off"),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=sidecar_env, cwd=REPO,
     )
     assert proc.stderr is not None
@@ -520,9 +521,12 @@ def test_example_webhook_configuration_points_at_the_example_deployment() -> Non
     assert service["metadata"]["namespace"] == deployment["metadata"]["namespace"] == namespace
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     [container] = deployment["spec"]["template"]["spec"]["containers"]
-    args = build_parser().parse_args(container["args"])
-    assert (args.command, args.cert, args.key) == ("webhook", "/certs/tls.crt", "/certs/tls.key")
-    assert [p["containerPort"] for p in container["ports"]] == [args.port]
+    settings = WebhookSettings.from_args(build_parser().parse_args(container["args"]), environ={})
+    assert (settings.tls.cert, settings.tls.key) == ("/certs/tls.crt", "/certs/tls.key")
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"https": settings.port, "metrics": settings.metrics_port}
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(settings.metrics_port)
     webhooks = docs["MutatingWebhookConfiguration"]["webhooks"]
     assert len(webhooks) == 2
     for webhook in webhooks:
