@@ -24,6 +24,7 @@ import yaml
 
 from tests.conftest import REPO, require_peer
 from tests.system.podman_stack import (
+    BASE_TAG,
     CA_BUNDLE,
     ComposeStack,
     build_image,
@@ -224,6 +225,20 @@ def test_stopping_the_http_demo_turns_ready_503_and_starting_it_turns_it_back(
     run(["podman", "start", web], timeout=30)
     back = _wait_for_status(stack.ready_url, 200, within=READY_AGAIN_WITHIN)
     _report(request.config, "web started -> /ready 200", back)
+
+
+# What the image adds to its base: the venv (~45 MB) and tini. apt's lists and caches, left behind,
+# would add 75 MB more.
+MAX_ADDED_MB = 60
+
+
+def _image_bytes(image: str) -> int:
+    return int(run(["podman", "image", "inspect", "--format", "{{.Size}}", image], timeout=30).stdout)
+
+
+def test_image_adds_little_over_its_base(sidecar_image: str) -> None:
+    added = _image_bytes(sidecar_image) - _image_bytes(BASE_TAG)
+    assert 0 < added < MAX_ADDED_MB * 1_000_000, f"the image adds {added / 1e6:.0f} MB to {BASE_TAG}"
 
 
 # -- tini as PID 1 -----------------------------------------------------------------------------
