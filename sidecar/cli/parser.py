@@ -113,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     # Every webhook flag also reads READINESS_SIDECAR_WEBHOOK_<FLAG>; None here means "not given", so the
     # env var or the default applies (cli/webhook.py resolves and validates them).
     webhook.set_defaults(exec_probes=None)
+    webhook.epilog = (
+        f"The inject flags read env too: {WEBHOOK_ENV_PREFIX}IMAGE (then {IMAGE_ENV}), "
+        f"{WEBHOOK_ENV_PREFIX}EXEC_PROBES, {WEBHOOK_ENV_PREFIX}NATIVE_SIDECAR and "
+        f"{WEBHOOK_ENV_PREFIX}REWRITE_LIVENESS (true or false). A flag beats its env var; "
+        "a bad value is one line naming it, exit 2."
+    )
     for flag, (metavar, help_text) in WEBHOOK_FLAGS.items():
         env = WEBHOOK_ENV_PREFIX + flag.removeprefix("--").replace("-", "_").upper()
         webhook.add_argument(flag, default=None, metavar=metavar, help=f"{help_text} [env {env}]")

@@ -103,7 +103,7 @@ class WebhookServer:
                   "duration_ms": ms}  # fmt: skip
         if reply.error_kind is not None:
             fields["error"] = reply.error_kind
-        self.logger.info("admission %s (%.2f ms)", reply.summary, ms, extra={"fields": fields})
+        self.logger.info("admission %s in %.2f ms", reply.summary, ms, extra={"fields": fields})
 
     async def scrape(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -251,7 +251,7 @@ def test_every_webhook_flag_names_its_env_var_in_help(sidecar_env: dict[str, str
                           cwd=REPO, timeout=20)  # fmt: skip
     assert done.returncode == 0
     text = " ".join(done.stdout.split())
-    for flag in WEBHOOK_FLAGS:
+    for flag in [*WEBHOOK_FLAGS, "--image", "--exec-probes", "--native-sidecar", "--rewrite-liveness"]:
         assert env_name(flag) in text.replace("[env ", "").replace("]", ""), flag
 
 
