@@ -11,6 +11,7 @@ import base64
 import copy
 import json
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,7 +29,7 @@ from sidecar.cli.parser import WEBHOOK_FLAGS
 from sidecar.cli.webhook import env_name
 from sidecar.k8s.tls_reload import TlsFiles
 from sidecar.k8s.webhook import MAX_REVIEW_BYTES
-from tests.conftest import REPO, sidecar_cmd
+from tests.conftest import REPO, require_peer, sidecar_cmd
 from tests.k8s.test_webhook import admission_review, ca, client_tls, peer_pod, tls_files
 
 __all__ = ["ca", "client_tls", "tls_files"]  # fixtures, shared with test_webhook.py
@@ -103,17 +104,30 @@ def patch_ops(response: dict[str, Any]) -> int:
     return len(json.loads(base64.b64decode(response["patch"]))) if "patch" in response else 0
 
 
-def scrape(port: int) -> dict[str, float]:
-    """Every sample of GET /metrics, by name and labels: `name{label="v"}`."""
+def exposition(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         assert resp.headers["Content-Type"].startswith("text/plain; version=")  # CONTENT_TYPE_LATEST
-        text = resp.read().decode()
+        return str(resp.read().decode())
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Every sample of GET /metrics, by name and labels: `name{label="v"}`."""
     samples: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
+    for family in text_string_to_metric_families(exposition(port)):
         for sample in family.samples:
             labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
             samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return samples
+
+
+def promtool_problems(text: str) -> str:
+    """What `promtool check metrics` says of an exposition ("" if nothing); a peer, as in test_prometheus_real."""
+    if (promtool := shutil.which("promtool")) is None:
+        require_peer("promtool not installed (apt-get install prometheus)")
+        return ""
+    lint = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    said = lint.stdout + lint.stderr
+    return f"exit {lint.returncode}: {said}" if lint.returncode or said else ""
 
 
 # -- the four results, their log lines and their metrics ----------------------------------------
@@ -153,6 +167,7 @@ async def test_json_logs_one_line_per_review_with_its_fields_and_metrics_count_t
             status, _ = await review(session, hook.port, b"x" * (MAX_REVIEW_BYTES + 1))
             assert status == 413
         after = scrape(hook.metrics_port)
+        text = exposition(hook.metrics_port)
         log = await hook.stop()
 
     records = [json.loads(line) for line in log]  # every line is JSON, the start-up and stop lines too
@@ -179,6 +194,8 @@ async def test_json_logs_one_line_per_review_with_its_fields_and_metrics_count_t
     assert after['readiness_webhook_review_duration_seconds_bucket{le="+Inf"}'] == 4
     assert 0 < after["readiness_webhook_review_duration_seconds_sum"] < 20
     assert not [name for name in after if "_created" in name]
+    # Prometheus's own linter: HELP and TYPE, counter names, histogram buckets.
+    assert await asyncio.to_thread(promtool_problems, text) == ""
 
 
 async def test_log_level_warning_leaves_the_review_lines_out(
