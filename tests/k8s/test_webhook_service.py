@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -331,3 +332,18 @@ def test_a_metrics_port_in_use_is_one_line_naming_the_flag(tls_files: TlsFiles, 
     [line] = done.stderr.splitlines()
     assert line == f"--bind 127.0.0.1 --metrics-port {port}: cannot listen: Address already in use", done.stderr
     assert "Traceback" not in done.stderr
+
+
+# -- the latency benchmark (docs/performance.md#the-admission-webhook) ---------------------------
+
+
+def test_latency_benchmark_runs_and_its_pod_is_injected(sidecar_env: dict[str, str]) -> None:
+    from benchmarks.webhook_latency import CONTAINERS, deployment_pod
+
+    pod = deployment_pod()
+    assert len(pod["spec"]["containers"]) == CONTAINERS == 10
+    done = subprocess.run([sys.executable, "-m", "benchmarks.webhook_latency", "--rounds", "1", "--reviews", "5"],
+                          capture_output=True, text=True, env=sidecar_env, cwd=REPO, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    modes = [line.split()[0] for line in done.stdout.splitlines()[1:]]
+    assert modes == ["sequential", "16"], done.stdout  # it raises if an answer comes without a patch
