@@ -301,6 +301,11 @@ def test_any_pod_is_allowed_and_any_patch_gives_what_inject_gives(pod: dict[str,
     assert not any("internal error" in w for w in response.get("warnings", [])), response["warnings"]
     if "patch" in response:
         assert canonical(patched(pod, response)) == canonical(inject_object(pod, "admission", options)[0])
+    # What the log line and the metrics say agrees with the answer.
+    assert (reply.result == "injected") is ("patch" in response)
+    assert reply.patch_ops == (len(json.loads(base64.b64decode(response["patch"]))) if "patch" in response else 0)
+    assert (reply.result == "error") is (reply.error_kind is not None)
+    assert reply.result in ("injected", "skipped", "error")  # allowed, so never denied
 
 
 # -- malformed reviews: always 200, allowed, a warning -----------------------------------------
@@ -332,6 +337,8 @@ async def test_malformed_review_is_allowed_with_a_warning(
     [text] = response["warnings"]
     assert text.startswith("readiness-sidecar: " + warning)
     assert text.isprintable()
+    reply = review_reply(body if isinstance(body, bytes) else json.dumps(body).encode(), InjectOptions())
+    assert (reply.result, reply.error_kind, reply.patch_ops) == ("error", "malformed_review", 0)
 
 
 async def test_oversized_review_gets_413(session: aiohttp.ClientSession, port: int) -> None:
