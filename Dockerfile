@@ -8,8 +8,9 @@
 #
 #   docker build --secret id=cabundle,src=/etc/ssl/certs/ca-certificates.crt -t localhost/readiness-sidecar:0.1.0 .
 #
-# BASE_IMAGE needs python3 >= 3.11 with the venv module (Debian: python3-venv). Both
-# stages start from it, so the venv's link to the interpreter is valid in the final one.
+# BASE_IMAGE needs python3 >= 3.11 with the venv module (Debian: python3-venv), and apt
+# with a Debian archive that has tini (bookworm or later). Both stages start from it, so
+# the venv's link to the interpreter is valid in the final one.
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS build
@@ -31,6 +32,12 @@ FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="readiness-sidecar" \
       org.opencontainers.image.description="One aggregated readiness answer for every container in a pod" \
       org.opencontainers.image.licenses="Apache-2.0"
+# tini (Debian's) is PID 1: it reaps every orphan an exec probe leaves behind and forwards
+# signals, so reaping never depends on the sidecar being PID 1. The sidecar keeps its own
+# reaping for pods that start it as PID 1 without tini (a `command:` override).
+RUN apt-get update -qq \
+    && apt-get install -y -qq --no-install-recommends tini >/dev/null \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*   # the package lists and caches: 75 MB
 COPY --from=build /opt/readiness-sidecar /opt/readiness-sidecar
 # The venv was byte-compiled at install time; at run time the code is read-only anyway.
 ENV PATH=/opt/readiness-sidecar/bin:$PATH \
@@ -44,5 +51,7 @@ EXPOSE 8550 8551 8552
 # Liveness only; the aggregated readiness belongs to whoever consumes it (see docker-compose.yml).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["readiness-sidecar", "check", "--probe", "self=http://127.0.0.1:8550/healthz"]
-ENTRYPOINT ["readiness-sidecar"]
+# -s: where tini is not PID 1 (a shared process namespace, `docker run --init`), it registers as
+# a child subreaper, so the orphans still come to it.
+ENTRYPOINT ["/usr/bin/tini", "-s", "--", "readiness-sidecar"]
 CMD ["run"]

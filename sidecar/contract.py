@@ -22,6 +22,9 @@ GRPC_PORT = 8551
 METRICS_PORT = 8552
 # The webhook's HTTPS port: the usual one for admission webhooks in their own Deployment.
 WEBHOOK_PORT = 8443
+# The webhook's plain-HTTP /metrics: next to run's ports, but its own, so both can run on one host.
+WEBHOOK_METRICS_PORT = 8553
+WEBHOOK_ENV_PREFIX = "READINESS_SIDECAR_WEBHOOK_"  # + a webhook flag's name: --metrics-port, ..._METRICS_PORT
 # Port names are IANA_SVC_NAMEs: at most 15 characters, unique in the pod.
 HEALTH_PORT_NAME = "rs-health"
 GRPC_PORT_NAME = "rs-grpc"

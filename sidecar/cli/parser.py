@@ -11,7 +11,15 @@ import os
 import sys
 
 from sidecar import __version__
-from sidecar.contract import CONFIG_FILE_ENV, DEFAULT_DRAIN_SECONDS, IMAGE_ANNOTATION, IMAGE_ENV, WEBHOOK_PORT
+from sidecar.contract import (
+    CONFIG_FILE_ENV,
+    DEFAULT_DRAIN_SECONDS,
+    IMAGE_ANNOTATION,
+    IMAGE_ENV,
+    WEBHOOK_ENV_PREFIX,
+    WEBHOOK_METRICS_PORT,
+    WEBHOOK_PORT,
+)
 from sidecar.k8s.lint_rules import ERROR, SEVERITIES
 from sidecar.k8s.options import DEFAULT_IMAGE, EXEC_PROBE_MODES, InjectOptions
 
@@ -41,6 +49,17 @@ RUN_SETTING_HELP = {
     "log_format": "text or json (default text)",
     "log_level": "debug, info, warning or error: the least severe line written (default info)",
     "loop": "event loop: auto (uvloop if installed), uvloop or asyncio (default auto)",
+}
+
+# The webhook's own flags (beside inject's): metavar and help. Each also reads READINESS_SIDECAR_WEBHOOK_<FLAG>.
+WEBHOOK_FLAGS = {
+    "--bind": ("ADDRESS", "address to listen on (default 0.0.0.0)"),
+    "--port": ("PORT", f"HTTPS port for POST /mutate and GET /healthz (default {WEBHOOK_PORT}; 0 = free port)"),
+    "--cert": ("FILE", "TLS certificate file, reloaded when it changes (required)"),
+    "--key": ("FILE", "TLS key file, reloaded when it changes (required)"),
+    "--metrics-port": ("PORT|off", f"plain-HTTP Prometheus /metrics port (default {WEBHOOK_METRICS_PORT})"),
+    "--log-format": ("text|json", "log lines as text or JSON (default text)"),
+    "--log-level": ("debug|info|warning|error", "the least severe level logged (default info)"),
 }
 
 
@@ -92,10 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     webhook = commands.add_parser("webhook", help="serve the mutating admission webhook over TLS")
     _add_injection_options(webhook)
-    webhook.add_argument("--bind", default="0.0.0.0")
-    webhook.add_argument("--port", type=int, default=WEBHOOK_PORT)
-    webhook.add_argument("--cert", required=True, help="TLS certificate file (reloaded when it changes)")
-    webhook.add_argument("--key", required=True, help="TLS key file (reloaded when it changes)")
+    # Every webhook flag also reads READINESS_SIDECAR_WEBHOOK_<FLAG>; None here means "not given", so the
+    # env var or the default applies (cli/webhook.py resolves and validates them).
+    webhook.set_defaults(exec_probes=None)
+    webhook.epilog = (
+        f"The inject flags read env too: {WEBHOOK_ENV_PREFIX}IMAGE (then {IMAGE_ENV}), "
+        f"{WEBHOOK_ENV_PREFIX}EXEC_PROBES, {WEBHOOK_ENV_PREFIX}NATIVE_SIDECAR and "
+        f"{WEBHOOK_ENV_PREFIX}REWRITE_LIVENESS (true or false). A flag beats its env var; "
+        "a bad value is one line naming it, exit 2."
+    )
+    for flag, (metavar, help_text) in WEBHOOK_FLAGS.items():
+        env = WEBHOOK_ENV_PREFIX + flag.removeprefix("--").replace("-", "_").upper()
+        webhook.add_argument(flag, default=None, metavar=metavar, help=f"{help_text} [env {env}]")
     return parser
 
 

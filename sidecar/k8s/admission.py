@@ -9,6 +9,7 @@ too (exit 2), so the pod is denied with that one line rather than started withou
     reply = review_reply(body, InjectOptions())
     reply.review["response"]["patch"]   # base64 JSON Patch, present only when the pod changes
     reply.summary                       # one log line: 'uid=... pod=ns/web-*: injected (3 patch ops)'
+    reply.result, reply.patch_ops       # 'injected', 3: what the webhook's metrics count
 """
 
 from __future__ import annotations
@@ -32,25 +33,44 @@ SOURCE = "admission"  # how inject's messages name the input: there is no file
 # A denial is the request's fault (a bad annotation value): 400, as the API server answers invalid input.
 DENIED_CODE = 400
 
+# A review's result, as the webhook's log and metrics name it.
+INJECTED = "injected"  # a patch adds the sidecar
+SKIPPED = "skipped"  # admitted unchanged, as asked: opted out, already injected, an UPDATE
+DENIED = "denied"  # refused: a bad value in one of our annotations
+ERROR = "error"  # admitted unchanged although injection was wanted: see ERROR_KINDS
+RESULTS = (INJECTED, SKIPPED, DENIED, ERROR)
+# Why a review ended in ERROR. Each is admitted with a warning, never refused.
+MALFORMED_REVIEW = "malformed_review"  # not JSON, not an AdmissionReview v1
+NOT_A_POD = "not_a_pod"  # the webhook's rules send it something else
+INJECT_REFUSED = "inject_refused"  # inject refuses the pod (exit 2 from `inject`)
+INTERNAL = "internal"  # a bug
+ERROR_KINDS = (MALFORMED_REVIEW, NOT_A_POD, INJECT_REFUSED, INTERNAL)
+
 
 @dataclass(frozen=True, slots=True)
 class Reply:
     review: dict[str, Any]  # the AdmissionReview to send back
     summary: str  # one log line about this review
+    uid: str = ""
+    pod: str = "?"  # namespace/name (name* for a generateName)
+    result: str = SKIPPED  # one of RESULTS
+    error_kind: str | None = None  # one of ERROR_KINDS when result is ERROR
+    patch_ops: int = 0
 
 
 class _Skip(Exception):
-    """The pod is admitted untouched; `warning` (if any) tells the user why."""
+    """The pod is admitted untouched; `warning` (if any) tells the user why; `error_kind` if it is an ERROR."""
 
-    def __init__(self, reason: str, warning: str = "") -> None:
+    def __init__(self, reason: str, warning: str = "", error_kind: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.warning = warning
+        self.error_kind = error_kind
 
 
 def review_reply(body: bytes, options: InjectOptions) -> Reply:
     """The AdmissionReview answering `body`. Never raises (except CancelledError, which is not an Exception)."""
-    uid, pod_name = "", "?"
+    uid, pod_name, error_kind = "", "?", None
     try:
         request = _parse(body)["request"]
         uid = request["uid"]
@@ -60,35 +80,40 @@ def review_reply(body: bytes, options: InjectOptions) -> Reply:
         patch, warnings = _patch_for(pod, options)
     except _Skip as skip:
         outcome = f"{skip.reason}: {skip.warning}" if skip.warning else skip.reason
-        warnings, patch = [skip.warning] if skip.warning else [], []
+        warnings, patch, error_kind = [skip.warning] if skip.warning else [], [], skip.error_kind
     except ConfigError as exc:
         if is_annotation_error(exc):
-            return _denial(uid, f"uid={uid or '?'} pod={pod_name}: denied: {exc}", str(exc))
+            return _denial(uid, pod_name, f"uid={uid or '?'} pod={pod_name}: denied: {exc}", str(exc))
         outcome, warnings, patch = f"not injected: {exc}", [f"not injected: {exc}"], []
+        error_kind = INJECT_REFUSED
     except Exception as exc:  # a bug must not block pod creation: admit, warn, and log it
         outcome = f"not injected: internal error: {type(exc).__name__}: {exc}"
-        warnings, patch = [outcome], []
+        warnings, patch, error_kind = [outcome], [], INTERNAL
     else:
         outcome = f"injected ({len(patch)} patch ops)" if patch else "unchanged (already injected or nothing to do)"
-    return _reply(uid, f"uid={uid or '?'} pod={pod_name}: {outcome}", warnings, patch)
+    return _reply(uid, pod_name, f"uid={uid or '?'} pod={pod_name}: {outcome}", warnings, patch, error_kind)
 
 
 def _parse(body: bytes) -> dict[str, Any]:
     try:
         review = json.loads(body)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise _Skip("malformed review", f"request body is not JSON: {one_line(str(exc))}") from None
+        raise _malformed(f"request body is not JSON: {one_line(str(exc))}") from None
     if not isinstance(review, dict) or review.get("kind") != "AdmissionReview":
-        raise _Skip("malformed review", "request body is not an AdmissionReview")
+        raise _malformed("request body is not an AdmissionReview")
     if review.get("apiVersion") != API_VERSION:
         got = quote(review.get("apiVersion"))
-        raise _Skip("malformed review", f"AdmissionReview apiVersion {got} is not {API_VERSION}")
+        raise _malformed(f"AdmissionReview apiVersion {got} is not {API_VERSION}")
     request = review.get("request")
     if not isinstance(request, dict):
-        raise _Skip("malformed review", "AdmissionReview has no request")
+        raise _malformed("AdmissionReview has no request")
     if not isinstance(request.get("uid"), str):
-        raise _Skip("malformed review", "AdmissionReview request has no uid")
+        raise _malformed("AdmissionReview request has no uid")
     return review
+
+
+def _malformed(warning: str) -> _Skip:
+    return _Skip("malformed review", warning, MALFORMED_REVIEW)
 
 
 def _pod(request: dict[str, Any]) -> dict[str, Any]:
@@ -96,14 +121,14 @@ def _pod(request: dict[str, Any]) -> dict[str, Any]:
     gvk = request.get("kind")
     if not isinstance(gvk, dict) or gvk.get("group", "") != "" or gvk.get("kind") != "Pod":
         shown = _gvk(gvk) if isinstance(gvk, dict) else quote(gvk)
-        raise _Skip("not injected", f"only Pods are injected, got {shown}: check the webhook's rules")
+        raise _Skip("not injected", f"only Pods are injected, got {shown}: check the webhook's rules", NOT_A_POD)
     operation = request.get("operation")
     if operation != "CREATE" or request.get("subResource"):
         # Containers are immutable after CREATE; other operations are a rule mistake, not the user's.
         raise _Skip(f"skipped {operation} {request.get('subResource') or ''}".rstrip())
     pod = request.get("object")
     if not isinstance(pod, dict):
-        raise _Skip("malformed review", "AdmissionReview request has no Pod object")
+        raise _malformed("AdmissionReview request has no Pod object")
     return pod
 
 
@@ -126,20 +151,33 @@ def is_annotation_error(exc: ConfigError) -> bool:
     return exc.field.startswith("annotations[")
 
 
-def _denial(uid: str, summary: str, message: str) -> Reply:
+def _denial(uid: str, pod: str, summary: str, message: str) -> Reply:
     status = {"code": DENIED_CODE, "message": _printable(message)}
     response = {"uid": uid, "allowed": False, "status": status}
-    return Reply({"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}, _printable(summary))
+    review = {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}
+    return Reply(review, _printable(summary), uid=_printable(uid), pod=_printable(pod), result=DENIED)
 
 
-def _reply(uid: str, summary: str, warnings: list[str], patch: list[dict[str, Any]]) -> Reply:
+def _reply(
+    uid: str, pod: str, summary: str, warnings: list[str], patch: list[dict[str, Any]], error_kind: str | None
+) -> Reply:
     response: dict[str, Any] = {"uid": uid, "allowed": True}
     if patch:
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(json.dumps(patch, separators=(",", ":")).encode()).decode("ascii")
     if warnings:
         response["warnings"] = _warnings(warnings)
-    return Reply({"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}, _printable(summary))
+    review = {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}
+    result = ERROR if error_kind else INJECTED if patch else SKIPPED
+    return Reply(
+        review,
+        _printable(summary),
+        uid=_printable(uid),
+        pod=_printable(pod),
+        result=result,
+        error_kind=error_kind,
+        patch_ops=len(patch),
+    )
 
 
 def _warnings(warnings: list[str]) -> list[str]:

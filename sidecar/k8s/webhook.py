@@ -1,9 +1,12 @@
 """The mutating admission webhook's server, HTTPS only (there is no plain-HTTP listener).
 
 POST /mutate answers AdmissionReview v1 (see sidecar.k8s.admission); GET /healthz is for the kubelet.
+Its metrics (sidecar.k8s.webhook_metrics) are served on a port of their own, plain HTTP, for Prometheus.
+Each review logs one line: uid, pod, result, patch operations and duration (JSON fields too).
 
     server = WebhookServer(InjectOptions(), TlsFiles("/certs/tls.crt", "/certs/tls.key"), logger)
     port = await server.start("0.0.0.0", 8443)
+    metrics_port = await server.start_metrics("0.0.0.0", 8553)
     await server.stop()
 """
 
@@ -11,14 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from sidecar.contract import HEALTHZ_PATH, LOGGER_NAME, MUTATE_PATH
+from sidecar.contract import HEALTHZ_PATH, LOGGER_NAME, METRICS_PATH, MUTATE_PATH
 from sidecar.http_site import HttpSite
-from sidecar.k8s.admission import review_reply
+from sidecar.k8s.admission import Reply, review_reply
 from sidecar.k8s.inject import InjectOptions
 from sidecar.k8s.tls_reload import ReloadingTlsContext, TlsFiles
+from sidecar.k8s.webhook_metrics import WebhookMetrics
 
 # Above etcd's default 1.5 MiB object limit plus the review around it, so no pod the API server could store is
 # refused. A bigger body gets 413 from aiohttp: the API server counts that as a failed call and, with
@@ -28,6 +34,8 @@ MAX_REVIEW_BYTES = 2 * 1024 * 1024
 CERT_CHECK_SECONDS = 2.0
 # The API server gives a webhook call `timeoutSeconds` (5 in the example); in-flight reviews get that long.
 SHUTDOWN_GRACE = 5.0
+# A scrape in flight at shutdown gets this long; Prometheus retries at its next interval anyway.
+METRICS_SHUTDOWN_GRACE = 1.0
 
 
 class WebhookServer:
@@ -49,11 +57,22 @@ class WebhookServer:
         # The review's one log line replaces the access log.
         self._site = HttpSite(self.app, shutdown_grace=SHUTDOWN_GRACE, ssl_context=self.tls.listening)
         self._watcher: asyncio.Task[None] | None = None
+        self.metrics = WebhookMetrics()
+        self._metrics_site: HttpSite | None = None
 
     async def start(self, bind: str, port: int) -> int:
         """Listen (TLS only) and start watching the cert files; the bound port (useful with port 0)."""
         bound = await self._site.start(bind, port)
         self._watcher = asyncio.create_task(self.tls.watch(self.cert_check_seconds), name="tls-cert-watch")
+        return bound
+
+    async def start_metrics(self, bind: str, port: int) -> int:
+        """Serve GET /metrics, plain HTTP, on bind:port; the bound port. OSError if it can't listen."""
+        app = web.Application()
+        app.router.add_get(METRICS_PATH, self.scrape)
+        site = HttpSite(app, shutdown_grace=METRICS_SHUTDOWN_GRACE)
+        bound = await site.start(bind, port)
+        self._metrics_site = site
         return bound
 
     async def stop(self) -> None:
@@ -62,12 +81,32 @@ class WebhookServer:
             await asyncio.gather(self._watcher, return_exceptions=True)
             self._watcher = None
         await self._site.stop()
+        if self._metrics_site is not None:
+            await self._metrics_site.stop()
 
     async def mutate(self, request: web.Request) -> web.Response:
-        body = await request.read()  # raises 413 past MAX_REVIEW_BYTES
+        started = time.perf_counter()
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:  # past MAX_REVIEW_BYTES: aiohttp answers 413
+            self.metrics.too_large()
+            raise
         reply = review_reply(body, self.options)
-        self.logger.info("admission %s", reply.summary)
+        seconds = time.perf_counter() - started
+        self.metrics.observe(reply, seconds)
+        self._log(reply, seconds)
         return web.json_response(reply.review)
+
+    def _log(self, reply: Reply, seconds: float) -> None:
+        ms = round(seconds * 1000, 2)
+        fields = {"uid": reply.uid, "pod": reply.pod, "result": reply.result, "patch_ops": reply.patch_ops,
+                  "duration_ms": ms}  # fmt: skip
+        if reply.error_kind is not None:
+            fields["error"] = reply.error_kind
+        self.logger.info("admission %s in %.2f ms", reply.summary, ms, extra={"fields": fields})
+
+    async def scrape(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")

@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sidecar.cli.parser import build_parser
+from sidecar.cli.webhook import WebhookSettings
 from sidecar.config.documents import load_documents
 from sidecar.k8s.admission import review_reply
 from sidecar.k8s.inject import InjectOptions, inject_object
@@ -300,6 +301,11 @@ def test_any_pod_is_allowed_and_any_patch_gives_what_inject_gives(pod: dict[str,
     assert not any("internal error" in w for w in response.get("warnings", [])), response["warnings"]
     if "patch" in response:
         assert canonical(patched(pod, response)) == canonical(inject_object(pod, "admission", options)[0])
+    # What the log line and the metrics say agrees with the answer.
+    assert (reply.result == "injected") is ("patch" in response)
+    assert reply.patch_ops == (len(json.loads(base64.b64decode(response["patch"]))) if "patch" in response else 0)
+    assert (reply.result == "error") is (reply.error_kind is not None)
+    assert reply.result in ("injected", "skipped", "error")  # allowed, so never denied
 
 
 # -- malformed reviews: always 200, allowed, a warning -----------------------------------------
@@ -331,6 +337,8 @@ async def test_malformed_review_is_allowed_with_a_warning(
     [text] = response["warnings"]
     assert text.startswith("readiness-sidecar: " + warning)
     assert text.isprintable()
+    reply = review_reply(body if isinstance(body, bytes) else json.dumps(body).encode(), InjectOptions())
+    assert (reply.result, reply.error_kind, reply.patch_ops) == ("error", "malformed_review", 0)
 
 
 async def test_oversized_review_gets_413(session: aiohttp.ClientSession, port: int) -> None:
@@ -430,7 +438,7 @@ async def test_cli_serves_reviews_and_stops_on_sigterm(
 ) -> None:
     proc = await asyncio.create_subprocess_exec(
         *sidecar_cmd("webhook", "--bind", "127.0.0.1", "--port", "0", "--cert", tls_files.cert,
-                     "--key", tls_files.key, "--image", "registry.example/rs:9"),
+                     "--key", tls_files.key, "--image", "registry.example/rs:9", "--metrics-port", "off"),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=sidecar_env, cwd=REPO,
     )
     assert proc.stderr is not None
@@ -520,9 +528,12 @@ def test_example_webhook_configuration_points_at_the_example_deployment() -> Non
     assert service["metadata"]["namespace"] == deployment["metadata"]["namespace"] == namespace
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     [container] = deployment["spec"]["template"]["spec"]["containers"]
-    args = build_parser().parse_args(container["args"])
-    assert (args.command, args.cert, args.key) == ("webhook", "/certs/tls.crt", "/certs/tls.key")
-    assert [p["containerPort"] for p in container["ports"]] == [args.port]
+    settings = WebhookSettings.from_args(build_parser().parse_args(container["args"]), environ={})
+    assert (settings.tls.cert, settings.tls.key) == ("/certs/tls.crt", "/certs/tls.key")
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"https": settings.port, "metrics": settings.metrics_port}
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(settings.metrics_port)
     webhooks = docs["MutatingWebhookConfiguration"]["webhooks"]
     assert len(webhooks) == 2
     for webhook in webhooks:

@@ -204,6 +204,7 @@ def test_grpc_port_refuses_oversized_messages_and_metadata(secured: Secured) -> 
 class Webhook:
     proc: subprocess.Popen[bytes]
     port: int
+    metrics_port: int  # plain HTTP, GET /metrics only
     log: list[str]
 
 
@@ -216,18 +217,19 @@ def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
     cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
     proc = subprocess.Popen(
         [sys.executable, "-m", "sidecar", "webhook", "--bind", "127.0.0.1", "--port", "0",
-         "--cert", str(cert), "--key", str(key)],
+         "--metrics-port", "0", "--cert", str(cert), "--key", str(key)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO,
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
     )
     assert proc.stderr is not None
     log: list[str] = []
     deadline = time.monotonic() + 20
-    while not (match := re.search(r"webhook listening on https://127\.0\.0\.1:(\d+) ", log[-1] if log else "")):
+    listening = r"webhook listening on https://127\.0\.0\.1:(\d+) .*metrics on http://127\.0\.0\.1:(\d+)/metrics"
+    while not (match := re.search(listening, log[-1] if log else "")):
         assert time.monotonic() < deadline and proc.poll() is None, "".join(log)
         log.append(proc.stderr.readline().decode())
     try:
-        yield Webhook(proc, int(match[1]), log)
+        yield Webhook(proc, int(match[1]), int(match[2]), log)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -252,9 +254,14 @@ def test_webhook_answers_no_plain_http(webhook: Webhook) -> None:
     reply = raw_request(webhook.port, b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
                         % (len(review), review))
     assert not reply.startswith(b"HTTP/"), reply
-    assert [p for p in procfs.listening_sockets(webhook.proc.pid) if p[0].startswith("tcp")] == [
-        ("tcp", "127.0.0.1", webhook.port)
-    ]
+    # The one plain-HTTP port is the metrics port, and it serves nothing of the webhook's.
+    assert sorted(p for p in procfs.listening_sockets(webhook.proc.pid) if p[0].startswith("tcp")) == sorted(
+        [("tcp", "127.0.0.1", webhook.port), ("tcp", "127.0.0.1", webhook.metrics_port)]
+    )
+    for request in (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(review), review)):
+        assert status_of(raw_request(webhook.metrics_port, request)) == 404
+    assert status_of(raw_request(webhook.metrics_port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")) == 200
 
 
 # -- 4. commands come from config only --------------------------------------------------------------

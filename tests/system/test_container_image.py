@@ -24,6 +24,7 @@ import yaml
 
 from tests.conftest import REPO, require_peer
 from tests.system.podman_stack import (
+    BASE_TAG,
     CA_BUNDLE,
     ComposeStack,
     build_image,
@@ -224,3 +225,73 @@ def test_stopping_the_http_demo_turns_ready_503_and_starting_it_turns_it_back(
     run(["podman", "start", web], timeout=30)
     back = _wait_for_status(stack.ready_url, 200, within=READY_AGAIN_WITHIN)
     _report(request.config, "web started -> /ready 200", back)
+
+
+# What the image adds to its base: the venv (~45 MB) and tini. apt's lists and caches, left behind,
+# would add 75 MB more.
+MAX_ADDED_MB = 60
+
+
+def _image_bytes(image: str) -> int:
+    return int(run(["podman", "image", "inspect", "--format", "{{.Size}}", image], timeout=30).stdout)
+
+
+def test_image_adds_little_over_its_base(sidecar_image: str) -> None:
+    added = _image_bytes(sidecar_image) - _image_bytes(BASE_TAG)
+    assert 0 < added < MAX_ADDED_MB * 1_000_000, f"the image adds {added / 1e6:.0f} MB to {BASE_TAG}"
+
+
+# -- tini as PID 1 -----------------------------------------------------------------------------
+
+# The probe's setsid'd `sleep` escapes the process-group kill that ends each attempt (the `sleep 0.2`
+# in front gives it time to leave the group first) and is orphaned when `sh` exits, so the kernel
+# hands it to PID 1 (or the nearest subreaper) and, once it exits, only that process can reap it
+# (kernel/exit.c, find_new_reaper).
+ORPHAN_SECONDS = 1
+ORPHAN_PROBE = f'orphans=exec:sh -c "setsid sleep {ORPHAN_SECONDS} >/dev/null 2>&1 & sleep 0.2";period=1s'
+WATCH_ORPHANS_FOR = 6.0  # seconds: several orphans are made, and several have exited
+
+
+def _processes(container: str) -> dict[int, tuple[str, str, int]]:
+    """pid -> (comm, state, ppid) of every process in the container, from /proc (no ps in the image)."""
+    script = 'for f in /proc/[0-9]*/stat; do cat "$f" 2>/dev/null && echo; done; true'
+    done = run(["podman", "exec", container, "sh", "-c", script], timeout=30)
+    found: dict[int, tuple[str, str, int]] = {}
+    for line in filter(None, done.stdout.splitlines()):
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split at the last ") ".
+        pid, rest = line.split(" (", 1)
+        comm, fields = rest.rsplit(") ", 1)
+        state, ppid = fields.split()[:2]
+        found[int(pid)] = (comm, state, int(ppid))
+    return found
+
+
+def test_tini_is_pid_1_and_reaps_the_orphans_of_exec_probes(sidecar_image: str) -> None:
+    entrypoint = run(["podman", "image", "inspect", "--format", "{{json .Config.Entrypoint}}", sidecar_image],
+                     timeout=30)  # fmt: skip
+    assert json.loads(entrypoint.stdout) == ["/usr/bin/tini", "-s", "--", "readiness-sidecar"]
+    name = f"rstest-tini-{os.getpid()}"
+    run(["podman", "run", "-d", "--name", name, "--network", "none", sidecar_image,
+         "run", "--drain-seconds", "0", "--probe", ORPHAN_PROBE], timeout=60)  # fmt: skip
+    try:
+        orphans: set[int] = set()
+        deadline = time.monotonic() + WATCH_ORPHANS_FOR
+        while time.monotonic() < deadline:
+            processes = _processes(name)
+            orphans |= {pid for pid, (comm, _, ppid) in processes.items() if comm == "sleep" and ppid == 1}
+            time.sleep(0.3)
+        processes = _processes(name)
+        assert processes[1][0] == "tini"
+        [sidecar] = [pid for pid, (comm, _, _) in processes.items() if comm.startswith("readiness-sid")]
+        assert processes[sidecar][2] == 1, "the sidecar is tini's child, not PID 1"
+        assert len(orphans) >= 2, f"the probe left no orphans to reap: {processes}"
+        gone = orphans - set(processes)
+        assert len(gone) >= 2, f"orphans {sorted(orphans)} never exited: {processes}"
+        zombies = {pid: p for pid, p in processes.items() if p[1] == "Z"}
+        assert zombies == {}, f"unreaped: {zombies}"
+        # tini passes SIGTERM on; the sidecar drains (0 s here) and its exit code is the container's.
+        run(["podman", "stop", "-t", "10", name], timeout=30)
+        state = run(["podman", "inspect", "--format", "{{.State.ExitCode}}", name], timeout=30)
+        assert state.stdout.strip() == "0", run(["podman", "logs", name], timeout=30, check=False).stderr
+    finally:
+        run(["podman", "rm", "-f", "-t", "0", name], timeout=60, check=False)

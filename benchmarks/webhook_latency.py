@@ -1,0 +1,210 @@
+"""Latency of one AdmissionReview: a real `readiness-sidecar webhook` subprocess, over real TLS on 127.0.0.1.
+
+    python -m benchmarks.webhook_latency                               # this checkout only
+    python -m benchmarks.webhook_latency --baseline-rev 638e610        # and the ratio to that revision
+
+The review is the CREATE of a pod of a 10-container Deployment (every container with a readiness
+probe: httpGet, tcpSocket, grpc and exec in turn), as the ReplicaSet controller creates it
+(generateName, no name). The client is this process (aiohttp, keep-alive, as the API server keeps its
+connections to a webhook): `sequential` is one connection sending one review after another;
+`16 concurrent` is 16 connections, each sending its next review as soon as it has the answer. A
+sample is one POST's round trip: request written, answer read and parsed. The installs alternate
+round by round, so both see the same noise. Prints p50 / p90 / p99 in ms per install and mode, and
+this ÷ baseline of p50 and p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import ssl
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import trustme
+
+from benchmarks.baseline import install_revision
+from benchmarks.sidecar_process import REPO, THIS_CHECKOUT, SidecarInstall, with_bytecode_cache
+from benchmarks.stats import Summary, summarize
+
+CONTAINERS = 10
+CONCURRENCY = 16
+HANDLERS = ("httpGet", "tcpSocket", "grpc", "exec")
+START_TIMEOUT = 20.0
+_LISTENING = re.compile(r"webhook listening on https://127\.0\.0\.1:(\d+) ")
+# Every install is asked for nothing but what the baseline's CLI already takes.
+_WEBHOOK_ARGS = ("--bind", "127.0.0.1", "--port", "0", "--image", "registry.example/readiness-sidecar:bench")
+
+
+def deployment_pod(containers: int = CONTAINERS) -> dict[str, Any]:
+    """The pod a ReplicaSet of a `containers`-container Deployment creates."""
+
+    def container(i: int) -> dict[str, Any]:
+        handler = HANDLERS[i % len(HANDLERS)]
+        port = 8080 + i
+        action: dict[str, Any] = {
+            "httpGet": {"path": "/ready", "port": port},
+            "tcpSocket": {"port": port},
+            "grpc": {"port": port},
+            "exec": {"command": ["cat", "/tmp/ready"]},
+        }
+        action = {handler: action[handler]}
+        return {
+            "name": f"app-{i}",
+            "image": f"registry.example/app-{i}:1.0",
+            "ports": [{"name": f"p{i}", "containerPort": port}],
+            "readinessProbe": {**action, "periodSeconds": 5, "failureThreshold": 3},
+            "livenessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 10},
+            "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
+        }
+
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": "shop-7d9f8b6c5-",
+            "namespace": "shop",
+            "labels": {"app": "shop", "pod-template-hash": "7d9f8b6c5"},
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "name": "shop-7d9f8b6c5",
+                    "uid": "5d1f7c1e-0c1a-4a7b-9d1e-2f3c4b5a6d7e",
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {"containers": [container(i) for i in range(containers)], "restartPolicy": "Always"},
+    }
+
+
+def admission_review(pod: dict[str, Any], uid: str) -> bytes:
+    gvk = {"group": "", "version": "v1", "kind": "Pod"}
+    gvr = {"group": "", "version": "v1", "resource": "pods"}
+    request = {"uid": uid, "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr, "name": "",
+               "namespace": "shop", "operation": "CREATE", "object": pod, "oldObject": None, "dryRun": False,
+               "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"}}  # fmt: skip
+    return json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}).encode()
+
+
+@asynccontextmanager
+async def webhook(install: SidecarInstall, cert: Path, key: Path) -> AsyncIterator[int]:
+    """The install's webhook, serving; its port."""
+    # Metrics on (as deployed), on a free port; a revision without them ignores the env var.
+    env = {**install.environment(), "READINESS_SIDECAR_WEBHOOK_METRICS_PORT": "0"}
+    proc = await asyncio.create_subprocess_exec(
+        install.python, "-m", "sidecar", "webhook", *_WEBHOOK_ARGS, "--cert", str(cert), "--key", str(key),
+        env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    drain: asyncio.Task[None] | None = None
+    try:
+        async with asyncio.timeout(START_TIMEOUT):
+            while not (match := _LISTENING.search(line := (await proc.stderr.readline()).decode())):
+                if not line:
+                    raise RuntimeError(f"{install.label}: the webhook exited before listening")
+        drain = asyncio.create_task(_discard(proc.stderr))  # one log line per review: keep the pipe empty
+        yield int(match[1])
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
+        if drain is not None:
+            drain.cancel()
+
+
+async def _discard(stream: asyncio.StreamReader) -> None:
+    while await stream.read(1 << 16):
+        pass
+
+
+async def _client(session: aiohttp.ClientSession, url: str, bodies: list[bytes], samples: list[float]) -> None:
+    for body in bodies:
+        started = time.perf_counter()
+        async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
+            answer = await resp.json()
+        samples.append(time.perf_counter() - started)
+        if resp.status != 200 or "patch" not in answer["response"]:
+            raise RuntimeError(f"no patch in the answer: {resp.status} {str(answer)[:200]}")
+
+
+async def measure_round(port: int, tls: ssl.SSLContext, clients: int, reviews: int) -> list[float]:
+    """`reviews` per client, each client on its own keep-alive connection; one round trip per sample."""
+    pod = deployment_pod()
+    url = f"https://127.0.0.1:{port}/mutate"
+    samples: list[float] = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls, limit=clients)) as session:
+        warm_up = [admission_review(pod, f"warm-up-{c}") for c in range(clients)]
+        await asyncio.gather(*(_client(session, url, [body], []) for body in warm_up))  # handshakes, untimed
+        bodies = [[admission_review(pod, f"c{c}-r{r}") for r in range(reviews)] for c in range(clients)]
+        await asyncio.gather(*(_client(session, url, mine, samples) for mine in bodies))
+    return samples
+
+
+async def run(
+    installs: list[SidecarInstall], rounds: int, reviews: int, workdir: Path
+) -> dict[tuple[str, str], Summary]:
+    ca = trustme.CA()
+    cert, key = workdir / "tls.crt", workdir / "tls.key"
+    leaf = ca.issue_cert("127.0.0.1")
+    cert.write_bytes(b"".join(p.bytes() for p in leaf.cert_chain_pems))
+    key.write_bytes(leaf.private_key_pem.bytes())
+    tls = ssl.create_default_context()
+    ca.configure_trust(tls)
+    modes = {"sequential": 1, f"{CONCURRENCY} concurrent": CONCURRENCY}
+    samples: dict[tuple[str, str], list[float]] = {(i.label, m): [] for i in installs for m in modes}
+    for round_number in range(rounds):
+        for install in installs if round_number % 2 == 0 else installs[::-1]:
+            async with webhook(install, cert, key) as port:
+                for mode, clients in modes.items():
+                    per_client = reviews if clients == 1 else max(1, reviews // clients) * 2
+                    samples[install.label, mode] += await measure_round(port, tls, clients, per_client)
+    return {key: summarize(values) for key, values in samples.items()}
+
+
+def report(results: dict[tuple[str, str], Summary], this: str, baseline: str | None) -> str:
+    lines = [f"AdmissionReview of a {CONTAINERS}-container Deployment's pod, ms: p50 / p90 / p99 (n)"]
+    for (label, mode), summary in results.items():
+        lines.append(f"  {mode:<14} {label:<8} {summary.triple():>22}  (n={summary.n})")
+    if baseline is not None:
+        for mode in dict.fromkeys(mode for _, mode in results):
+            ours, theirs = results[this, mode], results[baseline, mode]
+            lines.append(f"  {mode:<14} this / {baseline}: p50 {ours.p50 / theirs.p50:.2f}x, "
+                         f"p99 {ours.p99 / theirs.p99:.2f}x")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline-rev", help="a git revision to compare against, measured in the same run")
+    parser.add_argument("--rounds", type=int, default=4, help="webhook starts per install, alternated (default 4)")
+    parser.add_argument("--reviews", type=int, default=300, help="sequential reviews per round (default 300)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="webhook-latency-") as scratch:
+        workdir = Path(scratch)
+        installs = [with_bytecode_cache(THIS_CHECKOUT, workdir / "pyc-this")]
+        baseline_label = None
+        if args.baseline_rev:
+            baseline = install_revision(args.baseline_rev, workdir / "baseline")
+            installed = f"installed in {baseline.install_seconds:.1f} s"
+            print(f"baseline {args.baseline_rev} ({baseline.commit[:12]}) {installed}", file=sys.stderr)
+            installs.append(with_bytecode_cache(baseline.install, workdir / "pyc-baseline"))
+            baseline_label = baseline.install.label
+        print(f"checkout {REPO}, {args.rounds} rounds, {args.reviews} sequential reviews a round", file=sys.stderr)
+        results = asyncio.run(run(installs, args.rounds, args.reviews, workdir))
+        print(report(results, installs[0].label, baseline_label))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
