@@ -8,18 +8,72 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from sidecar import __version__
-from sidecar.contract import CONFIG_FILE_ENV, DEFAULT_DRAIN_SECONDS, IMAGE_ANNOTATION, IMAGE_ENV, WEBHOOK_PORT
+from sidecar.contract import (
+    CONFIG_ENV,
+    CONFIG_FILE_ENV,
+    DEFAULT_DRAIN_SECONDS,
+    IMAGE_ANNOTATION,
+    IMAGE_ENV,
+    KNATIVE_PROBE_ENV,
+    POD_IP_ENV,
+    PROBE_HOST_CHOICES,
+    WEBHOOK_PORT,
+)
+from sidecar.errors import did_you_mean
 from sidecar.k8s.lint_rules import ERROR, SEVERITIES
 from sidecar.k8s.options import DEFAULT_IMAGE, EXEC_PROBE_MODES, InjectOptions
 
 EXIT_CONFIG_ERROR = 2
-DESCRIPTION = (
-    "One aggregated readiness answer for every container in a pod: runs every container's "
-    "readiness probe in parallel and serves the result to the kubelet, load balancers and meshes."
-)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+PROG = "readiness-sidecar"
+DESCRIPTION = """\
+One readiness answer for a whole pod.
+
+readiness-sidecar takes over every container's readiness probe (httpGet, tcpSocket,
+exec, grpc), runs them in parallel and serves one aggregated answer: /ready over HTTP,
+gRPC Health and Prometheus metrics, for the kubelet, load balancers, docker-compose and
+meshes. `check` runs the probes once and exits; `inject`, `lint` and `webhook` put the
+sidecar into Kubernetes manifests."""
+TOP_EPILOG = f"""\
+examples:
+  # watch four demo apps, one of each probe type, at http://127.0.0.1:8550/status
+  {PROG} run --demo
+
+  # is everything ready? (exit 0 yes, 1 no)
+  {PROG} check --probe web=http://127.0.0.1:8080/healthz --probe db=tcp://127.0.0.1:5432
+
+  # add the sidecar to a Deployment
+  {PROG} inject -f deploy.yaml | kubectl apply -f -
+
+exit codes (every command):
+  0    done: ready, injected, no findings
+  1    the answer is no: not ready (check), lint findings (lint, inject)
+  2    bad input: a flag, file, manifest or env var; one line on stderr, nothing on stdout
+  130  interrupted (Ctrl-C)
+
+`{PROG} COMMAND --help` gives each command's examples, exit codes and env vars.
+Shell completion: `{PROG} completion bash|zsh|fish`."""
+
+# Output formats: -o/--output of every command whose output has a format.
+OUTPUT_FORMATS = ("text", "json", "yaml")
+LINT_OUTPUT_FORMATS = (*OUTPUT_FORMATS, "sarif")  # SARIF is for code-scanning UIs: lint only
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
+# The metavar of every argument that names a file to read: what `completion` completes as paths.
+FILE_METAVAR = "FILE"
+# Env vars a command reads that belong to no flag, with what they hold.
+_CONFIG_ENV_HELP = {
+    CONFIG_ENV: "the containers file's text, JSON or YAML (what inject writes), below -f",
+    KNATIVE_PROBE_ENV: "Knative queue-proxy's probe JSON, read unchanged, below everything else",
+    POD_IP_ENV: "the pod's IP, for --probe-host pod-ip (downward API fieldRef status.podIP)",
+}
+# `env NAME` in a flag's help: the env var that flag's default comes from.
+_FLAG_ENV = re.compile(r"\benv ([A-Z][A-Z0-9_]*)")
 
 # The `run` settings `check` takes as well: the ones that change what a probe reaches.
 CHECK_RUN_SETTINGS = ("probe_host",)
@@ -43,28 +97,180 @@ RUN_SETTING_HELP = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but usage errors are one line and exit 2."""
+# The metavar of each `run` setting: what its value looks like (one line of help says the rest).
+RUN_SETTING_METAVAR = {
+    "health_port": "PORT",
+    "grpc_port": "PORT|off",
+    "metrics_port": "PORT|off",
+    "bind": "ADDRESS",
+    "drain_seconds": "DURATION",
+    "aggressive_interval": "DURATION",
+    "aggressive_timeout": "DURATION",
+    "aggressive_window": "DURATION",
+    "aggressive_max_interval": "DURATION",
+    "steady_period": "DURATION",
+}
+_INVALID_CHOICE = re.compile(r"invalid choice: (?P<value>'.*?'|\S+) \(choose from (?P<choices>.*)\)$")
+_UNRECOGNIZED = "unrecognized arguments: "
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+_EXAMPLES = {
+    "check": f"""\
+  # every probe once, in parallel: a table, then one summary line
+  {PROG} check --probe web=http://127.0.0.1:8080/healthz --probe db=tcp://127.0.0.1:5432
+
+  # the containers of a manifest, as JSON
+  {PROG} check -f pod.yaml -o json
+
+  # a Docker HEALTHCHECK (one line of output), and an init container that waits for a database
+  HEALTHCHECK CMD ["{PROG}", "check", "-q", "--probe", "self=http://127.0.0.1:8550/healthz"]
+  {PROG} check --wait 2m --probe db=tcp://db:5432""",
+    "run": f"""\
+  # watch the containers of a pod: /ready on 8550, gRPC health on 8551, /metrics on 8552
+  {PROG} run -f pod.yaml
+
+  # Knative's probe env var, unchanged; a free health port, written to stdout once bound
+  SERVING_READINESS_PROBE='{{"tcpSocket":{{"port":8080}}}}' {PROG} run --health-port 0 --ports-file -
+
+  # the built-in demo: four apps, one of each probe type
+  {PROG} run --demo""",
+    "inject": f"""\
+  # add the sidecar to a Deployment and apply it
+  {PROG} inject -f deploy.yaml | kubectl apply -f -
+
+  # what would change, as a diff
+  {PROG} inject -f deploy.yaml --diff
+
+  # from stdin, as a native sidecar, with your own image
+  kubectl get deploy web -o yaml | {PROG} inject --native-sidecar --image registry.example/rs:0.1.0""",
+    "lint": f"""\
+  # findings as lines: file:line: severity: object: rule: message
+  {PROG} lint -f deploy.yaml
+
+  # for code scanning in CI, failing on warnings too
+  {PROG} lint -f deploy.yaml -o sarif --fail-on warning > lint.sarif
+
+  # a rendered chart, as JSON
+  helm template . | {PROG} lint -o json""",
+    "webhook": f"""\
+  # serve the mutating webhook on 8443 with a cert-manager certificate
+  {PROG} webhook --cert /certs/tls.crt --key /certs/tls.key
+
+  # inject a pinned image, as native sidecars
+  {PROG} webhook --cert tls.crt --key tls.key --image registry.example/rs:0.1.0 --native-sidecar""",
+    "completion": f"""\
+  # bash, for this shell, and for every new one
+  source <({PROG} completion bash)
+  {PROG} completion bash > ~/.local/share/bash-completion/completions/{PROG}
+
+  # zsh and fish
+  {PROG} completion zsh > "${{fpath[1]}}/_{PROG}"
+  {PROG} completion fish > ~/.config/fish/completions/{PROG}.fish""",
+}
+_EXIT_CODES = {
+    "check": {
+        0: "every required container is ready",
+        1: "a required container is not ready (with --wait: still not ready when DURATION ends)",
+        2: "bad input: a flag, --probe, file or env var (one line on stderr)",
+        EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+    },
+    "run": {
+        0: "stopped by SIGTERM or SIGINT, after the drain",
+        2: "bad input, or a port that can't be had (one line on stderr)",
+    },
+    "inject": {
+        0: "injected (or, with --diff, the diff printed)",
+        1: "lint found errors, so nothing was injected (--force injects anyway)",
+        2: "bad input: a flag, an unreadable file or manifest, a bad annotation (one line on stderr)",
+    },
+    "lint": {
+        0: "no finding at or above --fail-on",
+        1: "a finding at or above --fail-on",
+        2: "bad input: an unreadable file or manifest, no objects in it (one line on stderr)",
+    },
+    "webhook": {
+        0: "stopped by SIGTERM or SIGINT",
+        2: "bad input: cert or key files that don't load, a port that can't be had (one line on stderr)",
+    },
+    "completion": {
+        0: "the script is on stdout",
+        2: "a shell other than bash, zsh or fish",
+    },
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line, end with a "did you mean" when a choice or
+    option is close to what was typed, and exit 2. Descriptions and epilogs keep their lines."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.command_parsers: dict[str, _Parser] = {}
+
+    def error(self, message: str) -> NoReturn:
+        if found := _INVALID_CHOICE.search(message):
+            choices = [choice.strip().strip("'") for choice in found["choices"].split(",")]
+            message += did_you_mean(found["value"].strip("'"), choices)
         sys.stderr.write(f"{self.prog}: {message}\n")
         raise SystemExit(EXIT_CONFIG_ERROR)
 
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        """As argparse's, but an unknown option is reported by its command's parser, which
+        knows the options it might have meant."""
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            parser = self.command_parsers.get(getattr(parsed, "command", None) or "", self)
+            parser.error(_UNRECOGNIZED + " ".join(unknown) + parser.option_hint(unknown))
+        return parsed
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="readiness-sidecar", description=DESCRIPTION)
-    parser.add_argument("--version", action="version", version=f"readiness-sidecar {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    def option_hint(self, unknown: Sequence[str]) -> str:
+        """The "; did you mean --probe?" for the first unknown `--option[=value]` close to one of ours."""
+        known = [option for action in actions_of(self) for option in action.option_strings if option.startswith("--")]
+        for word in unknown:
+            if word.startswith("--") and (hint := did_you_mean(word.partition("=")[0], known)):
+                return hint
+        return ""
 
-    check = commands.add_parser("check", help="run every probe once, in parallel, and print a table")
+
+def actions_of(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """Every argument of `parser`: the list argparse's own help formatter (and shtab) reads."""
+    return list(parser._actions)
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(prog=PROG, description=DESCRIPTION, epilog=TOP_EPILOG)
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command", required=True,
+                                     parser_class=_Parser)
+
+    def command(name: str, summary: str, description: str) -> _Parser:
+        sub: _Parser = commands.add_parser(name, help=summary, description=description)
+        parser.command_parsers[name] = sub
+        return sub
+
+    check = command("check", "probe every container once, in parallel; exit 0 if ready",
+                    "Run every container's readiness probe once, all in parallel, print a table and a\n"
+                    "one-line summary, and exit 0 if every required container is ready, 1 if not.\n"
+                    "Light enough for a Docker HEALTHCHECK or a kubelet exec probe; with --wait, it\n"
+                    "re-checks until ready, as `kubectl wait` does, for init containers and compose.")
     _add_config_sources(check)
     # check runs in the pod too (a Docker HEALTHCHECK, an exec probe): it probes where run would.
     _add_run_settings(check, only=CHECK_RUN_SETTINGS)
-    check.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    output = check.add_mutually_exclusive_group()
+    output.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="text",
+                        help="text: the table and a summary line (default); json or yaml: every container's result")
+    output.add_argument("--json", dest="output", action="store_const", const="json", help="the same as -o json")
+    output.add_argument("-q", "--quiet", action="store_true",
+                        help="print only the summary line (for a Docker HEALTHCHECK's log)")
+    check.add_argument("--wait", metavar="DURATION", default=None,
+                       help="re-check until every required container is ready or DURATION (e.g. 30s, 2m) has passed")
     check.add_argument("--all-containers", action="store_true",
-                       help="also report containers marked not required")
+                       help="also show containers marked not required (they never decide the exit code)")
 
-    run = commands.add_parser("run", help="run the sidecar: schedulers, health, gRPC and metrics servers")
+    run = command("run", "run the sidecar: probes, /ready, gRPC health, /metrics",
+                  "Run the sidecar: probe every container, aggressively until ready, and serve the\n"
+                  "aggregate on the health port (/ready, /status, /healthz), gRPC Health and /metrics.\n"
+                  "On SIGTERM it answers not-ready for --drain-seconds, then exits.")
     _add_config_sources(run)
     _add_run_settings(run)
     run.add_argument("--ports-file", metavar="PATH", default=None,
@@ -73,7 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--demo", action="store_true",
                      help="start built-in demo targets of every probe type and watch them")
 
-    inject = commands.add_parser("inject", help="add the sidecar to manifests (writes to stdout)")
+    inject = command("inject", "add the sidecar to manifests (writes to stdout)",
+                     "Add the sidecar to every pod template of a manifest (Pod, Deployment, ..., Knative\n"
+                     "Service), moving each container's readiness probe into it, as `istioctl kube-inject`\n"
+                     "does. Lints first and refuses on errors. Comments and key order survive; the\n"
+                     "result goes to stdout only once the whole input is done.")
     _add_manifest_input(inject)
     _add_injection_options(inject)
     inject.add_argument("--force", action="store_true", help="inject even if lint finds errors")
@@ -81,32 +291,71 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print a unified diff of the input and the injected manifest instead of the manifest; "
                         "exit 0 whether or not anything changed (1 for lint errors, 2 for bad input)")
 
-    lint = commands.add_parser("lint", help="report probe problems in manifests; exit 1 on errors")
+    lint = command("lint", "report probe problems in manifests; exit 1 on errors",
+                   "Report probe problems in manifests: misspelt fields, ports that aren't there, liveness\n"
+                   "probes that kill slow starters, timeouts past the period, and more. Each finding names\n"
+                   "file, line, object, container and rule.")
     _add_manifest_input(lint)
-    lint.add_argument("--format", choices=("text", "json", "sarif"), default="text",
-                      help="text lines (default), JSON, or SARIF 2.1.0 for code-scanning UIs")
+    lint.add_argument("-o", "--output", "--format", choices=LINT_OUTPUT_FORMATS, default="text",
+                      help="text lines (default), json, yaml, or sarif (SARIF 2.1.0, for code-scanning UIs)")
     lint.add_argument("--fail-on", choices=SEVERITIES, default=ERROR,
                       help="exit 1 when a finding is this severe or more (default error)")
     _add_exec_probes(lint, "lint as if inject ran with this --exec-probes")
 
-    webhook = commands.add_parser("webhook", help="serve the mutating admission webhook over TLS")
+    webhook = command("webhook", "serve the mutating admission webhook over TLS",
+                      "Serve the mutating admission webhook over TLS: every pod Kubernetes admits gets the\n"
+                      "sidecar, as `inject` would add it. The cert and key are reloaded when they change.")
     _add_injection_options(webhook)
     webhook.add_argument("--bind", default="0.0.0.0")
     webhook.add_argument("--port", type=int, default=WEBHOOK_PORT)
     webhook.add_argument("--cert", required=True, help="TLS certificate file (reloaded when it changes)")
     webhook.add_argument("--key", required=True, help="TLS key file (reloaded when it changes)")
+
+    completion = command("completion", "print a bash, zsh or fish completion script",
+                         "Print a completion script for bash, zsh or fish, generated from these commands and\n"
+                         "flags. Load it as the examples show.")
+    completion.add_argument("shell", choices=COMPLETION_SHELLS, help="the shell to complete in")
+
+    for name, sub in parser.command_parsers.items():
+        sub.epilog = _epilog(sub, _EXAMPLES[name], _EXIT_CODES[name])
     return parser
+
+
+def _epilog(parser: argparse.ArgumentParser, examples: str, exit_codes: dict[int, str]) -> str:
+    """A command's examples, exit codes and env vars, for the end of its --help."""
+    codes = "\n".join(f"  {code:<4} {meaning}" for code, meaning in exit_codes.items())
+    env = _environment(parser)
+    width = max((len(name) for name in env), default=0)
+    env_lines = "\n".join(f"  {name:<{width}}  {what}" for name, what in env.items()) or "  none"
+    return f"examples:\n{examples}\n\nexit codes:\n{codes}\n\nenvironment (a flag wins over its env var):\n{env_lines}"
+
+
+def _environment(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """The env vars a command reads: each flag's (named `env X` in its help) and the config sources'."""
+    env: dict[str, str] = {}
+    takes_config = False
+    for action in actions_of(parser):
+        takes_config |= action.dest == "config"
+        for name in _FLAG_ENV.findall(action.help or ""):
+            if name not in _CONFIG_ENV_HELP:
+                env[name] = "/".join(action.option_strings)
+    if takes_config:
+        env.update(_CONFIG_ENV_HELP)
+    return env
 
 
 def _add_config_sources(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--probe", action="append", default=[], metavar="NAME=SPEC",
         help="a probe: http://host:port/path, https://..., tcp://host:port, grpc://host:port[/service] "
-        "or exec:COMMAND; options after ';' (timeout=2s;period=0;failure=3;success=1;delay=0). Repeatable.",
+        "or exec:COMMAND; options after ';', as in tcp://:5432;timeout=2s;period=0 (timeout, period, failure, "
+        "success, delay, required, header). Repeatable.",
     )
     parser.add_argument(
-        "-f", "--config", metavar="FILE", default=os.environ.get(CONFIG_FILE_ENV) or None,
-        help=f"containers file or manifest with a pod template (env {CONFIG_FILE_ENV})",
+        "-f", "--filename", "--config", dest="config", metavar=FILE_METAVAR,
+        default=os.environ.get(CONFIG_FILE_ENV) or None,
+        help=f"containers file or manifest with a pod template, - for stdin; --config is the same flag "
+        f"(env {CONFIG_FILE_ENV})",
     )
 
 
@@ -116,9 +365,19 @@ def _add_run_settings(parser: argparse.ArgumentParser, only: tuple[str, ...] | N
     for setting in RunSettings.fields():
         if only is None or setting in only:
             parser.add_argument(
-                flag_name(setting), dest=setting, default=None, metavar="VALUE",
+                flag_name(setting), dest=setting, default=None, metavar=_run_setting_metavar(setting),
                 help=f"{RUN_SETTING_HELP[setting]} [env {env_name(setting)}]",
             )
+
+
+def _run_setting_metavar(setting: str) -> str:
+    from sidecar.runtime.settings import LOG_FORMATS, LOOP_CHOICES
+
+    choices = {"probe_host": PROBE_HOST_CHOICES, "log_format": LOG_FORMATS, "loop": LOOP_CHOICES}.get(setting)
+    if choices:
+        return "{" + ",".join(choices) + "}"
+    # A setting not listed: the last word of its name (log_level: LEVEL).
+    return RUN_SETTING_METAVAR.get(setting, setting.split("_")[-1].upper())
 
 
 def raw_run_settings(args: argparse.Namespace) -> tuple[dict[str, str | None], dict[str, str]]:
@@ -140,7 +399,8 @@ def raw_run_settings(args: argparse.Namespace) -> tuple[dict[str, str | None], d
 
 
 def _add_manifest_input(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-f", "--filename", default="-", metavar="FILE", help="manifest file, or - for stdin")
+    parser.add_argument("-f", "--filename", default="-", metavar=FILE_METAVAR,
+                        help="manifest file, YAML or JSON, or - for stdin (default)")
 
 
 def _add_exec_probes(parser: argparse.ArgumentParser, help_text: str) -> None:
