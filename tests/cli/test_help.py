@@ -4,11 +4,13 @@ and the env vars it reads; metavars name what a value looks like. Each help is a
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 
 import pytest
 
 from sidecar.cli import COMMANDS
+from sidecar.cli.parser import build_parser
 from sidecar.runtime.settings import RunSettings, env_name
 from tests.conftest import sidecar_cmd
 
@@ -100,3 +102,22 @@ def test_metavars_name_what_a_value_looks_like(command: str, sidecar_env: dict[s
             "--bind ADDRESS",
         ):
             assert metavar in usage, metavar
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_example_is_a_command_line_the_parser_takes(command: str, sidecar_env: dict[str, str]) -> None:
+    # The parser itself, in-process: an example that names a flag that isn't there fails here.
+    examples = [
+        line for line in section(help_text(sidecar_env, command), "examples:") if not line.strip().startswith("#")
+    ]
+    taken = 0
+    for line in examples:
+        # The command itself: after a pipe or `<(`, before a pipe, a redirect or `)`.
+        for found in re.finditer(r"readiness-sidecar\s+([^|>)#]*)", line):
+            argv = shlex.split(found[1])
+            try:
+                build_parser().parse_args(argv)
+            except SystemExit as exit_:
+                pytest.fail(f"{command} example {found[0]!r} does not parse (exit {exit_.code})")
+            taken += 1
+    assert taken >= 2
