@@ -220,16 +220,22 @@ class _Parser(argparse.ArgumentParser):
         parsed, unknown = self.parse_known_args(args, namespace)
         if unknown:
             parser = self.command_parsers.get(getattr(parsed, "command", None) or "", self)
-            parser.error(_UNRECOGNIZED + " ".join(unknown) + parser.option_hint(unknown))
+            # An unknown option may stand before the command too (--verison check): both parsers' options.
+            known = {*_long_options(self), *_long_options(parser)}
+            parser.error(_UNRECOGNIZED + " ".join(unknown) + _option_hint(unknown, sorted(known)))
         return parsed
 
-    def option_hint(self, unknown: Sequence[str]) -> str:
-        """The "; did you mean --probe?" for the first unknown `--option[=value]` close to one of ours."""
-        known = [option for action in actions_of(self) for option in action.option_strings if option.startswith("--")]
-        for word in unknown:
-            if word.startswith("--") and (hint := did_you_mean(word.partition("=")[0], known)):
-                return hint
-        return ""
+
+def _long_options(parser: argparse.ArgumentParser) -> list[str]:
+    return [option for action in actions_of(parser) for option in action.option_strings if option.startswith("--")]
+
+
+def _option_hint(unknown: Sequence[str], known: Sequence[str]) -> str:
+    """The "; did you mean --probe?" for the first unknown `--option[=value]` close to a known one."""
+    for word in unknown:
+        if word.startswith("--") and (hint := did_you_mean(word.partition("=")[0], known)):
+            return hint
+    return ""
 
 
 def actions_of(parser: argparse.ArgumentParser) -> list[argparse.Action]:

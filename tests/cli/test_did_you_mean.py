@@ -46,6 +46,7 @@ def mistake(env: dict[str, str], *args: str) -> str:
         ),
         (("check", "--proeb", "web=tcp://:1"), "unrecognized arguments: --proeb web=tcp://:1; did you mean --probe?"),
         (("check", "--filenme=pod.yaml"), "did you mean --filename?"),
+        (("--verison", "check"), "readiness-sidecar check: unrecognized arguments: --verison; did you mean --version?"),
         (
             ("lint", "--formt", "json"),
             "readiness-sidecar lint: unrecognized arguments: --formt json; did you mean --format?",
