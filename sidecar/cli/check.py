@@ -38,8 +38,9 @@ def check_command(args: argparse.Namespace) -> int:
     settings = RunSettings.from_raw(raw, origin=origin)
     wait = _wait_seconds(args.wait)
     config = load_config(probe_flags=args.probe, config_file=args.config, probe_host=settings.probe_host)
-    for warning in config.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    if not args.quiet:  # -q is one line in all: the summary names unobserved containers too
+        for warning in config.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     logger = logging.getLogger(LOGGER_NAME)
     rows = asyncio.run(_check_until_ready(config, logger, all_containers=args.all_containers, wait=wait))
     hidden = 0 if args.all_containers else sum(not c.required for c in config.containers)

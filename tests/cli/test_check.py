@@ -164,6 +164,21 @@ async def test_quiet_prints_only_the_summary_line(healthy: FlipTarget, sidecar_e
     assert (down.returncode, down.stdout) == (1, expected)
 
 
+async def test_quiet_is_one_line_in_all_even_with_warnings(sidecar_env: dict[str, str], tmp_path: Path) -> None:
+    # `batch` has neither a probe nor ports: unobserved, a warning without -q.
+    pod = tmp_path / "pod.yaml"
+    pod.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n"
+        "  - {name: app, image: a, readinessProbe: {exec: {command: ['true']}}}\n"
+        "  - {name: batch, image: b}\n"
+    )
+    loud = await run_cli(sidecar_env, "-f", str(pod))
+    assert loud.returncode == 0 and "left to the kubelet" in loud.stderr
+    quiet = await run_cli(sidecar_env, "-q", "-f", str(pod))
+    assert (quiet.returncode, quiet.stderr) == (0, "")
+    assert quiet.stdout == "ready: 1 of 2 containers ready; batch: left to the kubelet\n"
+
+
 async def test_wait_rechecks_until_a_target_becomes_ready(sidecar_env: dict[str, str]) -> None:
     # A real HTTP target that answers 503 and turns 200 after half a second, as an app starts.
     target = await FlipTarget.start(503)
