@@ -14,7 +14,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from sidecar.cli.parser import EXIT_CONFIG_ERROR, EXIT_INTERRUPTED, build_parser
+from sidecar.cli.help_text import EXIT_CONFIG_ERROR, EXIT_INTERRUPTED
+from sidecar.cli.parser import build_parser
 from sidecar.errors import ConfigError
 
 # grpc reads this when it is first imported. Its fork handlers print warnings whenever an

@@ -15,8 +15,9 @@ import logging
 import sys
 import time
 
+from sidecar.cli.help_text import PROG
 from sidecar.cli.output import structured
-from sidecar.cli.parser import PROG, raw_run_settings
+from sidecar.cli.parser import raw_run_settings
 from sidecar.config.loader import load_config
 from sidecar.contract import LOGGER_NAME
 from sidecar.durations import format_duration, parse_finite_duration

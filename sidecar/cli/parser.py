@@ -14,14 +14,12 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from sidecar import __version__
+from sidecar.cli.help_text import DESCRIPTION, EXIT_CONFIG_ERROR, PROG, TOP_EPILOG, epilog
 from sidecar.contract import (
-    CONFIG_ENV,
     CONFIG_FILE_ENV,
     DEFAULT_DRAIN_SECONDS,
     IMAGE_ANNOTATION,
     IMAGE_ENV,
-    KNATIVE_PROBE_ENV,
-    POD_IP_ENV,
     PROBE_HOST_CHOICES,
     WEBHOOK_PORT,
 )
@@ -29,52 +27,12 @@ from sidecar.errors import did_you_mean
 from sidecar.k8s.lint_rules import ERROR, SEVERITIES
 from sidecar.k8s.options import DEFAULT_IMAGE, EXEC_PROBE_MODES, InjectOptions
 
-EXIT_CONFIG_ERROR = 2
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
-PROG = "readiness-sidecar"
-DESCRIPTION = """\
-One readiness answer for a whole pod.
-
-readiness-sidecar takes over every container's readiness probe (httpGet, tcpSocket,
-exec, grpc), runs them in parallel and serves one aggregated answer: /ready over HTTP,
-gRPC Health and Prometheus metrics, for the kubelet, load balancers, docker-compose and
-meshes. `check` runs the probes once and exits; `inject`, `lint` and `webhook` put the
-sidecar into Kubernetes manifests."""
-TOP_EPILOG = f"""\
-examples:
-  # watch four demo apps, one of each probe type, at http://127.0.0.1:8550/status
-  {PROG} run --demo
-
-  # is everything ready? (exit 0 yes, 1 no)
-  {PROG} check --probe web=http://127.0.0.1:8080/healthz --probe db=tcp://127.0.0.1:5432
-
-  # add the sidecar to a Deployment
-  {PROG} inject -f deploy.yaml | kubectl apply -f -
-
-exit codes (every command):
-  0    done: ready, injected, no findings
-  1    the answer is no: not ready (check), lint findings (lint, inject)
-  2    bad input: a flag, file, manifest or env var; one line on stderr, nothing on stdout
-  130  interrupted (Ctrl-C)
-
-`{PROG} COMMAND --help` gives each command's examples, exit codes and env vars.
-Shell completion: `{PROG} completion bash|zsh|fish`."""
-
 # Output formats: -o/--output of every command whose output has a format.
 OUTPUT_FORMATS = ("text", "json", "yaml")
 LINT_OUTPUT_FORMATS = (*OUTPUT_FORMATS, "sarif")  # SARIF is for code-scanning UIs: lint only
 COMPLETION_SHELLS = ("bash", "zsh", "fish")
 # The metavar of every argument that names a file to read: what `completion` completes as paths.
 FILE_METAVAR = "FILE"
-# Env vars a command reads that belong to no flag, with what they hold.
-_CONFIG_ENV_HELP = {
-    CONFIG_ENV: "the containers file's text, JSON or YAML (what inject writes), below -f",
-    KNATIVE_PROBE_ENV: "Knative queue-proxy's probe JSON, read unchanged, below everything else",
-    POD_IP_ENV: "the pod's IP, for --probe-host pod-ip (downward API fieldRef status.podIP)",
-}
-# `env NAME` in a flag's help: the env var that flag's default comes from.
-_FLAG_ENV = re.compile(r"\benv ([A-Z][A-Z0-9_]*)")
-
 # The `run` settings `check` takes as well: the ones that change what a probe reaches.
 CHECK_RUN_SETTINGS = ("probe_host",)
 # One line of --help per `run` setting; the flag and env var names come from RunSettings.
@@ -112,91 +70,6 @@ RUN_SETTING_METAVAR = {
 }
 _INVALID_CHOICE = re.compile(r"invalid choice: (?P<value>'.*?'|\S+) \(choose from (?P<choices>.*)\)$")
 _UNRECOGNIZED = "unrecognized arguments: "
-
-_EXAMPLES = {
-    "check": f"""\
-  # every probe once, in parallel: a table, then one summary line
-  {PROG} check --probe web=http://127.0.0.1:8080/healthz --probe db=tcp://127.0.0.1:5432
-
-  # the containers of a manifest, as JSON
-  {PROG} check -f pod.yaml -o json
-
-  # a Docker HEALTHCHECK (one line of output), and an init container that waits for a database
-  HEALTHCHECK CMD ["{PROG}", "check", "-q", "--probe", "self=http://127.0.0.1:8550/healthz"]
-  {PROG} check --wait 2m --probe db=tcp://db:5432""",
-    "run": f"""\
-  # watch the containers of a pod: /ready on 8550, gRPC health on 8551, /metrics on 8552
-  {PROG} run -f pod.yaml
-
-  # Knative's probe env var, unchanged; a free health port, written to stdout once bound
-  SERVING_READINESS_PROBE='{{"tcpSocket":{{"port":8080}}}}' {PROG} run --health-port 0 --ports-file -
-
-  # the built-in demo: four apps, one of each probe type
-  {PROG} run --demo""",
-    "inject": f"""\
-  # add the sidecar to a Deployment and apply it
-  {PROG} inject -f deploy.yaml | kubectl apply -f -
-
-  # what would change, as a diff
-  {PROG} inject -f deploy.yaml --diff
-
-  # from stdin, as a native sidecar, with your own image
-  kubectl get deploy web -o yaml | {PROG} inject --native-sidecar --image registry.example/rs:0.1.0""",
-    "lint": f"""\
-  # findings as lines: file:line: severity: object: rule: message
-  {PROG} lint -f deploy.yaml
-
-  # for code scanning in CI, failing on warnings too
-  {PROG} lint -f deploy.yaml -o sarif --fail-on warning > lint.sarif
-
-  # a rendered chart, as JSON
-  helm template . | {PROG} lint -o json""",
-    "webhook": f"""\
-  # serve the mutating webhook on 8443 with a cert-manager certificate
-  {PROG} webhook --cert /certs/tls.crt --key /certs/tls.key
-
-  # inject a pinned image, as native sidecars
-  {PROG} webhook --cert tls.crt --key tls.key --image registry.example/rs:0.1.0 --native-sidecar""",
-    "completion": f"""\
-  # bash, for this shell, and for every new one
-  source <({PROG} completion bash)
-  {PROG} completion bash > ~/.local/share/bash-completion/completions/{PROG}
-
-  # zsh and fish
-  {PROG} completion zsh > "${{fpath[1]}}/_{PROG}"
-  {PROG} completion fish > ~/.config/fish/completions/{PROG}.fish""",
-}
-_EXIT_CODES = {
-    "check": {
-        0: "every required container is ready",
-        1: "a required container is not ready (with --wait: still not ready when DURATION ends)",
-        2: "bad input: a flag, --probe, file or env var (one line on stderr)",
-        EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
-    },
-    "run": {
-        0: "stopped by SIGTERM or SIGINT, after the drain",
-        2: "bad input, or a port that can't be had (one line on stderr)",
-    },
-    "inject": {
-        0: "injected (or, with --diff, the diff printed)",
-        1: "lint found errors, so nothing was injected (--force injects anyway)",
-        2: "bad input: a flag, an unreadable file or manifest, a bad annotation (one line on stderr)",
-    },
-    "lint": {
-        0: "no finding at or above --fail-on",
-        1: "a finding at or above --fail-on",
-        2: "bad input: an unreadable file or manifest, no objects in it (one line on stderr)",
-    },
-    "webhook": {
-        0: "stopped by SIGTERM or SIGINT",
-        2: "bad input: cert or key files that don't load, a port that can't be had (one line on stderr)",
-    },
-    "completion": {
-        0: "the script is on stdout",
-        2: "a shell other than bash, zsh or fish",
-    },
-}
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors are one line, end with a "did you mean" when a choice or
@@ -323,31 +196,8 @@ def build_parser() -> _Parser:
     completion.add_argument("shell", choices=COMPLETION_SHELLS, help="the shell to complete in")
 
     for name, sub in parser.command_parsers.items():
-        sub.epilog = _epilog(sub, _EXAMPLES[name], _EXIT_CODES[name])
+        sub.epilog = epilog(name, actions_of(sub))
     return parser
-
-
-def _epilog(parser: argparse.ArgumentParser, examples: str, exit_codes: dict[int, str]) -> str:
-    """A command's examples, exit codes and env vars, for the end of its --help."""
-    codes = "\n".join(f"  {code:<4} {meaning}" for code, meaning in exit_codes.items())
-    env = _environment(parser)
-    width = max((len(name) for name in env), default=0)
-    env_lines = "\n".join(f"  {name:<{width}}  {what}" for name, what in env.items()) or "  none"
-    return f"examples:\n{examples}\n\nexit codes:\n{codes}\n\nenvironment (a flag wins over its env var):\n{env_lines}"
-
-
-def _environment(parser: argparse.ArgumentParser) -> dict[str, str]:
-    """The env vars a command reads: each flag's (named `env X` in its help) and the config sources'."""
-    env: dict[str, str] = {}
-    takes_config = False
-    for action in actions_of(parser):
-        takes_config |= action.dest == "config"
-        for name in _FLAG_ENV.findall(action.help or ""):
-            if name not in _CONFIG_ENV_HELP:
-                env[name] = "/".join(action.option_strings)
-    if takes_config:
-        env.update(_CONFIG_ENV_HELP)
-    return env
 
 
 def _add_config_sources(parser: argparse.ArgumentParser) -> None:
