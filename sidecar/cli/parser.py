@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from sidecar import __version__
-from sidecar.cli.help_text import DESCRIPTION, EXIT_CONFIG_ERROR, PROG, TOP_EPILOG, epilog
+from sidecar.cli.help_text import COMMAND_HELP, DESCRIPTION, EXIT_CONFIG_ERROR, PROG, TOP_EPILOG, epilog
 from sidecar.contract import (
     CONFIG_FILE_ENV,
     DEFAULT_DRAIN_SECONDS,
@@ -122,16 +122,13 @@ def build_parser() -> _Parser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command", required=True,
                                      parser_class=_Parser)
 
-    def command(name: str, summary: str, description: str) -> _Parser:
+    def command(name: str) -> _Parser:
+        summary, description = COMMAND_HELP[name]
         sub: _Parser = commands.add_parser(name, help=summary, description=description)
         parser.command_parsers[name] = sub
         return sub
 
-    check = command("check", "probe every container once, in parallel; exit 0 if ready",
-                    "Run every container's readiness probe once, all in parallel, print a table and a\n"
-                    "one-line summary, and exit 0 if every required container is ready, 1 if not.\n"
-                    "Light enough for a Docker HEALTHCHECK or a kubelet exec probe; with --wait, it\n"
-                    "re-checks until ready, as `kubectl wait` does, for init containers and compose.")
+    check = command("check")
     _add_config_sources(check)
     # check runs in the pod too (a Docker HEALTHCHECK, an exec probe): it probes where run would.
     _add_run_settings(check, only=CHECK_RUN_SETTINGS)
@@ -146,10 +143,7 @@ def build_parser() -> _Parser:
     check.add_argument("--all-containers", action="store_true",
                        help="also show containers marked not required (they never decide the exit code)")
 
-    run = command("run", "run the sidecar: probes, /ready, gRPC health, /metrics",
-                  "Run the sidecar: probe every container, aggressively until ready, and serve the\n"
-                  "aggregate on the health port (/ready, /status, /healthz), gRPC Health and /metrics.\n"
-                  "On SIGTERM it answers not-ready for --drain-seconds, then exits.")
+    run = command("run")
     _add_config_sources(run)
     _add_run_settings(run)
     run.add_argument("--ports-file", metavar="PATH", default=None,
@@ -158,11 +152,7 @@ def build_parser() -> _Parser:
     run.add_argument("--demo", action="store_true",
                      help="start built-in demo targets of every probe type and watch them")
 
-    inject = command("inject", "add the sidecar to manifests (writes to stdout)",
-                     "Add the sidecar to every pod template of a manifest (Pod, Deployment, ..., Knative\n"
-                     "Service), moving each container's readiness probe into it, as `istioctl kube-inject`\n"
-                     "does. Lints first and refuses on errors. Comments and key order survive; the\n"
-                     "result goes to stdout only once the whole input is done.")
+    inject = command("inject")
     _add_manifest_input(inject)
     _add_injection_options(inject)
     inject.add_argument("--force", action="store_true", help="inject even if lint finds errors")
@@ -170,10 +160,7 @@ def build_parser() -> _Parser:
                         help="print a unified diff of the input and the injected manifest instead of the manifest; "
                         "exit 0 whether or not anything changed (1 for lint errors, 2 for bad input)")
 
-    lint = command("lint", "report probe problems in manifests; exit 1 on errors",
-                   "Report probe problems in manifests: misspelt fields, ports that aren't there, liveness\n"
-                   "probes that kill slow starters, timeouts past the period, and more. Each finding names\n"
-                   "file, line, object, container and rule.")
+    lint = command("lint")
     _add_manifest_input(lint)
     lint.add_argument("-o", "--output", "--format", choices=LINT_OUTPUT_FORMATS, default="text",
                       help="text lines (default), json, yaml, or sarif (SARIF 2.1.0, for code-scanning UIs)")
@@ -181,18 +168,14 @@ def build_parser() -> _Parser:
                       help="exit 1 when a finding is this severe or more (default error)")
     _add_exec_probes(lint, "lint as if inject ran with this --exec-probes")
 
-    webhook = command("webhook", "serve the mutating admission webhook over TLS",
-                      "Serve the mutating admission webhook over TLS: every pod Kubernetes admits gets the\n"
-                      "sidecar, as `inject` would add it. The cert and key are reloaded when they change.")
+    webhook = command("webhook")
     _add_injection_options(webhook)
     webhook.add_argument("--bind", default="0.0.0.0")
     webhook.add_argument("--port", type=int, default=WEBHOOK_PORT)
     webhook.add_argument("--cert", required=True, help="TLS certificate file (reloaded when it changes)")
     webhook.add_argument("--key", required=True, help="TLS key file (reloaded when it changes)")
 
-    completion = command("completion", "print a bash, zsh or fish completion script",
-                         "Print a completion script for bash, zsh or fish, generated from these commands and\n"
-                         "flags. Load it as the examples show.")
+    completion = command("completion")
     completion.add_argument("shell", choices=COMPLETION_SHELLS, help="the shell to complete in")
 
     for name, sub in parser.command_parsers.items():
