@@ -58,45 +58,55 @@ COMMAND_HELP = {
     "check": (
         "probe every container once, in parallel; exit 0 if ready",
         """\
-Run every container's readiness probe once, all in parallel, print a table and a
-one-line summary, and exit 0 if every required container is ready, 1 if not.
-Light enough for a Docker HEALTHCHECK or a kubelet exec probe; with --wait, it
-re-checks until ready, as `kubectl wait` does, for init containers and compose.""",
+Probe every container once, in parallel, and say whether the pod is ready.
+
+Prints a table and a one-line summary, and exits 0 if every required container is
+ready, 1 if not. Light enough for a Docker HEALTHCHECK or a kubelet exec probe; with
+--wait, it re-checks until ready, as `kubectl wait` does, for init containers and compose.""",
     ),
     "run": (
         "run the sidecar: probes, /ready, gRPC health, /metrics",
         """\
-Run the sidecar: probe every container, aggressively until ready, and serve the
-aggregate on the health port (/ready, /status, /healthz), gRPC Health and /metrics.
-On SIGTERM it answers not-ready for --drain-seconds, then exits.""",
+Run the sidecar: probe every container and serve one aggregated answer.
+
+Probes aggressively until ready, and serves the aggregate on the health port (/ready,
+/status, /healthz), gRPC Health and /metrics. On SIGTERM it answers not-ready for
+--drain-seconds, then exits.""",
     ),
     "inject": (
         "add the sidecar to manifests (writes to stdout)",
         """\
-Add the sidecar to every pod template of a manifest (Pod, Deployment, ..., Knative
-Service), moving each container's readiness probe into it, as `istioctl kube-inject`
-does. Lints first and refuses on errors. Comments and key order survive; the
-result goes to stdout only once the whole input is done.""",
+Add the sidecar to manifests, as `istioctl kube-inject` does.
+
+Every pod template (Pod, Deployment, ..., Knative Service) gets the sidecar, and each
+container's readiness probe moves into it. Lints first and refuses on errors. Comments
+and key order survive; the result goes to stdout only once the whole input is done.""",
     ),
     "lint": (
         "report probe problems in manifests; exit 1 on errors",
         """\
-Report probe problems in manifests: misspelt fields, named ports that aren't declared,
-liveness checks readiness doesn't cover, startup probes past the progress deadline,
-timeouts at or over the period, and more. Each finding names file, line, object,
-container and rule; docs/lint.md describes every rule.""",
+Report probe problems in manifests.
+
+Misspelt fields, named ports that aren't declared, liveness checks readiness doesn't
+cover, startup probes past the progress deadline, timeouts at or over the period, and
+more. Each finding names file, line, object, container and rule; docs/lint.md
+describes every rule.""",
     ),
     "webhook": (
         "serve the mutating admission webhook over TLS",
         """\
-Serve the mutating admission webhook over TLS: every pod Kubernetes admits gets the
-sidecar, as `inject` would add it. The cert and key are reloaded when they change.""",
+Serve the mutating admission webhook over TLS.
+
+Every pod Kubernetes admits gets the sidecar, exactly as `inject` would add it. The
+cert and key are reloaded when they change.""",
     ),
     "completion": (
         "print a bash, zsh or fish completion script",
         """\
-Print a completion script for bash, zsh or fish, generated from these commands and
-flags. Load it as the examples show.""",
+Print a bash, zsh or fish completion script.
+
+Generated from these commands and flags, so it completes every one of them. Load it as
+the examples show.""",
     ),
 }
 EXAMPLES = {

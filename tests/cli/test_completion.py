@@ -91,3 +91,25 @@ def test_zsh_and_fish_scripts_name_every_command(shell: str, sidecar_env: dict[s
     path = tmp_path / f"readiness-sidecar.{shell}"
     path.write_text(text)
     subprocess.run([shell, "-n", str(path)], check=True, timeout=30)
+
+
+def test_fish_completes_commands_and_choices(sidecar_env: dict[str, str], tmp_path: Path) -> None:
+    # fish's `complete -C LINE` prints what <TAB> would offer after LINE, one "value<TAB>description" a line.
+    if shutil.which("fish") is None:
+        pytest.skip("fish is not installed")
+    path = tmp_path / "readiness-sidecar.fish"
+    path.write_text(script(sidecar_env, "fish"))
+
+    def offered(line: str) -> list[str]:
+        done = subprocess.run(
+            ["fish", "--no-config", "-c", f"source {path}; complete -C '{line}'"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        return sorted(entry.split("\t")[0] for entry in done.stdout.splitlines())
+
+    assert offered("readiness-sidecar li") == ["lint"]
+    assert offered("readiness-sidecar check -o ") == ["json", "text", "yaml"]
+    assert offered("readiness-sidecar check --all") == ["--all-containers"]

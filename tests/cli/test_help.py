@@ -39,9 +39,13 @@ def test_every_command_describes_itself_with_examples_exit_codes_and_env(
     command: str, sidecar_env: dict[str, str]
 ) -> None:
     text = help_text(sidecar_env, command)
-    usage, description = text.split("\n\n")[:2]
+    usage, rest = text.split("\n\n", 1)
+    description = rest.split("\noptions:\n")[0]
     assert usage.startswith(f"usage: readiness-sidecar {command}")
     assert len(description.split()) >= 15, f"{command} has no description: {description!r}"
+    # Its first line is one sentence: what zsh and fish completion show beside the command.
+    first = description.splitlines()[0]
+    assert first.endswith(".") and first.count(". ") == 0, first
     for title in SECTIONS:
         assert f"\n{title}\n" in text, f"{command} --help has no {title!r}"
     # The sections are in this order, after the flags.
