@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import socket
 import subprocess
 import time
@@ -222,3 +223,15 @@ async def test_a_bad_wait_is_one_line(value: str, sidecar_env: dict[str, str]) -
     proc = await run_cli(sidecar_env, f"--wait={value}", "--probe", "db=tcp://127.0.0.1:1")
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("--wait: ") and proc.stderr.count("\n") == 1, proc.stderr
+
+
+async def test_ctrl_c_ends_a_wait_with_130_and_no_traceback(sidecar_env: dict[str, str]) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *sidecar_cmd("check", "--wait", "30s", "--probe", f"db=tcp://127.0.0.1:{refused_port()}"),
+        env=sidecar_env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    await asyncio.sleep(1.0)  # started, and waiting
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=10)
+    assert proc.returncode == 130, stderr
+    assert b"Traceback" not in stderr and stdout == b""
