@@ -72,7 +72,7 @@ async def _check_until_ready(
 ) -> list[CheckRow]:
     """Rounds of one attempt per container until every required one is ready or `wait` seconds
     have passed: the last round's rows. A round begun in time finishes, so the wait can end
-    up to one probe timeout late, as a kubelet's last attempt before a deadline would."""
+    up to one probe timeout late."""
     deadline = time.monotonic() + wait
     while True:
         started = time.monotonic()

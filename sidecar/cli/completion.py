@@ -34,8 +34,10 @@ def completion_script(shell: str) -> str:
         for action in actions_of(command):
             if action.metavar == FILE_METAVAR or action.dest in _PATH_DESTS:
                 action.complete = shtab.FILE  # type: ignore[attr-defined]  # shtab reads this attribute
-            elif action.choices is None and isinstance(action.metavar, str) and (
-                named := _NAMED_CHOICES.fullmatch(action.metavar)
+            elif (
+                action.choices is None
+                and isinstance(action.metavar, str)
+                and (named := _NAMED_CHOICES.fullmatch(action.metavar))
             ):
                 # `run` settings validate their own choices (flag or env); offered, not enforced:
                 # this parser only writes the script.
