@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -37,6 +38,9 @@ class ConfigError(Exception):
         parts = [p for p in (self.source, self.where, self.field, self.problem) if p]
         return ": ".join(parts)
 
+
+# difflib's own default: `li` is close to `lint` (0.67), `run` to `lint` is not (0.29).
+_CLOSE_ENOUGH = 0.6
 # Long enough for any sane name, URL or flag; short enough to keep the line readable.
 MAX_QUOTED_CHARS = 120
 # Keys and object names that read unambiguously unquoted: readinessProbe, web-1, a.io/b.
@@ -86,6 +90,27 @@ def cannot_listen(source: str, address: str, exc: OSError) -> ConfigError:
     # A resolver's errno (socket.gaierror) is negative: not the OS's, its strerror says it.
     text = os.strerror(reason.errno) if reason.errno and reason.errno > 0 else reason.strerror or str(reason)
     return ConfigError(source, problem=f"cannot listen on {address}: {one_line(text)}")
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """The end of a one-line message, "; did you mean X?", or "" when no choice is close.
+
+    X is a unique choice `word` begins, else difflib's nearest, compared case-insensitively
+    (`periodseconds` still means `periodSeconds`). The choices are ours, so X is never quoted.
+
+        "unknown option" + did_you_mean("timout", ("timeout", "period"))  # ...; did you mean timeout?
+    """
+    import difflib  # only ever on the way to an error message
+
+    by_folded = {choice.lower(): choice for choice in choices}
+    folded = word.lower()
+    if not folded:
+        return ""
+    begun = [choice for key, choice in by_folded.items() if key.startswith(folded) and key != folded]
+    if len(begun) == 1:
+        return f"; did you mean {begun[0]}?"
+    matches = difflib.get_close_matches(folded, by_folded, n=1, cutoff=_CLOSE_ENOUGH)
+    return f"; did you mean {by_folded[matches[0]]}?" if matches else ""
 
 
 def field_name(key: object) -> str:

@@ -14,10 +14,10 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from sidecar.cli.parser import EXIT_CONFIG_ERROR, build_parser
+from sidecar.cli.help_text import EXIT_CONFIG_ERROR, EXIT_INTERRUPTED
+from sidecar.cli.parser import build_parser
 from sidecar.errors import ConfigError
 
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 # grpc reads this when it is first imported. Its fork handlers print warnings whenever an
 # exec probe spawns a child, and exec probes exec() at once, so they buy nothing. Set here,
 # at the entry point, so every command that can run exec and grpc probes together
@@ -55,12 +55,19 @@ def _cmd_webhook(args: argparse.Namespace) -> int:
     return webhook_command(args)
 
 
+def _cmd_completion(args: argparse.Namespace) -> int:
+    from sidecar.cli.completion import completion_command
+
+    return completion_command(args)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "check": _cmd_check,
     "run": _cmd_run,
     "inject": _cmd_inject,
     "lint": _cmd_lint,
     "webhook": _cmd_webhook,
+    "completion": _cmd_completion,
 }
 
 

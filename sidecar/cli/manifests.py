@@ -11,6 +11,7 @@ import difflib
 import json
 import sys
 
+from sidecar.cli.output import structured
 from sidecar.cli.parser import inject_options
 from sidecar.config.documents import dump_documents, read_manifest, require_objects
 from sidecar.k8s.inject import check_pod_settings, default_image_used, inject_documents, probe_mode_lines
@@ -59,20 +60,20 @@ def unified_diff(before: str, after: str, name: str) -> str:
 
 
 def lint_command(args: argparse.Namespace) -> int:
-    """Findings on stdout (text, JSON or SARIF), the count on stderr; 1 if any reaches --fail-on."""
+    """Findings on stdout (text, JSON, YAML or SARIF), the count on stderr; 1 if any reaches --fail-on."""
     manifest = read_manifest(args.filename, sys.stdin.buffer, round_trip=True)
     require_objects(manifest)
     findings = lint_documents(manifest.docs, manifest.source, exec_probes=args.exec_probes)
     errors = sum(finding.is_error for finding in findings)
-    if args.format == "sarif":
+    if args.output == "sarif":
         print(json.dumps(sarif_log(findings), indent=2, ensure_ascii=False))
-    elif args.format == "json":
+    elif args.output in ("json", "yaml"):
         doc = {
             "findings": [finding.to_json() for finding in findings],
             "errors": errors,
             "warnings": len(findings) - errors,
         }
-        print(json.dumps(doc, indent=2, ensure_ascii=False))
+        print(structured(doc, args.output))
     else:
         for finding in findings:
             print(finding)

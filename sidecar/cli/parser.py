@@ -8,27 +8,33 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from sidecar import __version__
+from sidecar.cli.help_text import COMMAND_HELP, DESCRIPTION, EXIT_CONFIG_ERROR, PROG, TOP_EPILOG, epilog
 from sidecar.contract import (
     CONFIG_FILE_ENV,
     DEFAULT_DRAIN_SECONDS,
     IMAGE_ANNOTATION,
     IMAGE_ENV,
+    PROBE_HOST_CHOICES,
     WEBHOOK_ENV_PREFIX,
     WEBHOOK_METRICS_PORT,
     WEBHOOK_PORT,
 )
+from sidecar.errors import did_you_mean
 from sidecar.k8s.lint_rules import ERROR, SEVERITIES
 from sidecar.k8s.options import DEFAULT_IMAGE, EXEC_PROBE_MODES, InjectOptions
 
-EXIT_CONFIG_ERROR = 2
-DESCRIPTION = (
-    "One aggregated readiness answer for every container in a pod: runs every container's "
-    "readiness probe in parallel and serves the result to the kubelet, load balancers and meshes."
-)
-
+# Output formats: -o/--output of every command whose output has a format.
+OUTPUT_FORMATS = ("text", "json", "yaml")
+LINT_OUTPUT_FORMATS = (*OUTPUT_FORMATS, "sarif")  # SARIF is for code-scanning UIs: lint only
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
+# The metavar of every argument that names a file to read: what `completion` completes as paths.
+FILE_METAVAR = "FILE"
 # The `run` settings `check` takes as well: the ones that change what a probe reaches.
 CHECK_RUN_SETTINGS = ("probe_host",)
 # One line of --help per `run` setting; the flag and env var names come from RunSettings.
@@ -63,28 +69,103 @@ WEBHOOK_FLAGS = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but usage errors are one line and exit 2."""
+# The inject flags of `webhook` read env too (cli/webhook.py); said once in its --help.
+WEBHOOK_INJECT_ENV = (
+    f"The inject flags read env too: {WEBHOOK_ENV_PREFIX}IMAGE (then {IMAGE_ENV}), "
+    f"{WEBHOOK_ENV_PREFIX}EXEC_PROBES, {WEBHOOK_ENV_PREFIX}NATIVE_SIDECAR and "
+    f"{WEBHOOK_ENV_PREFIX}REWRITE_LIVENESS (true or false). A flag beats its env var; "
+    "a bad value is one line naming it, exit 2."
+)
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+# The metavar of each `run` setting: what its value looks like (one line of help says the rest).
+RUN_SETTING_METAVAR = {
+    "health_port": "PORT",
+    "grpc_port": "PORT|off",
+    "metrics_port": "PORT|off",
+    "bind": "ADDRESS",
+    "drain_seconds": "DURATION",
+    "aggressive_interval": "DURATION",
+    "aggressive_timeout": "DURATION",
+    "aggressive_window": "DURATION",
+    "aggressive_max_interval": "DURATION",
+    "steady_period": "DURATION",
+}
+_INVALID_CHOICE = re.compile(r"invalid choice: (?P<value>'.*?'|\S+) \(choose from (?P<choices>.*)\)$")
+_UNRECOGNIZED = "unrecognized arguments: "
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line, end with a "did you mean" when a choice or
+    option is close to what was typed, and exit 2. Descriptions and epilogs keep their lines."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.command_parsers: dict[str, _Parser] = {}
+
+    def error(self, message: str) -> NoReturn:
+        if found := _INVALID_CHOICE.search(message):
+            choices = [choice.strip().strip("'") for choice in found["choices"].split(",")]
+            message += did_you_mean(found["value"].strip("'"), choices)
         sys.stderr.write(f"{self.prog}: {message}\n")
         raise SystemExit(EXIT_CONFIG_ERROR)
 
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        """As argparse's, but an unknown option is reported by its command's parser, which
+        knows the options it might have meant."""
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            parser = self.command_parsers.get(getattr(parsed, "command", None) or "", self)
+            # An unknown option may stand before the command too (--verison check): both parsers' options.
+            known = {*_long_options(self), *_long_options(parser)}
+            parser.error(_UNRECOGNIZED + " ".join(unknown) + _option_hint(unknown, sorted(known)))
+        return parsed
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="readiness-sidecar", description=DESCRIPTION)
-    parser.add_argument("--version", action="version", version=f"readiness-sidecar {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    check = commands.add_parser("check", help="run every probe once, in parallel, and print a table")
+def _long_options(parser: argparse.ArgumentParser) -> list[str]:
+    return [option for action in actions_of(parser) for option in action.option_strings if option.startswith("--")]
+
+
+def _option_hint(unknown: Sequence[str], known: Sequence[str]) -> str:
+    """The "; did you mean --probe?" for the first unknown `--option[=value]` close to a known one."""
+    for word in unknown:
+        if word.startswith("--") and (hint := did_you_mean(word.partition("=")[0], known)):
+            return hint
+    return ""
+
+
+def actions_of(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """Every argument of `parser`: the list argparse's own help formatter (and shtab) reads."""
+    return list(parser._actions)
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(prog=PROG, description=DESCRIPTION, epilog=TOP_EPILOG)
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command", required=True,
+                                     parser_class=_Parser)
+
+    def command(name: str) -> _Parser:
+        summary, description = COMMAND_HELP[name]
+        sub: _Parser = commands.add_parser(name, help=summary, description=description)
+        parser.command_parsers[name] = sub
+        return sub
+
+    check = command("check")
     _add_config_sources(check)
     # check runs in the pod too (a Docker HEALTHCHECK, an exec probe): it probes where run would.
     _add_run_settings(check, only=CHECK_RUN_SETTINGS)
-    check.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    output = check.add_mutually_exclusive_group()
+    output.add_argument("-o", "--output", choices=OUTPUT_FORMATS, default="text",
+                        help="text: the table and a summary line (default); json or yaml: every container's result")
+    output.add_argument("--json", dest="output", action="store_const", const="json", help="the same as -o json")
+    output.add_argument("-q", "--quiet", action="store_true",
+                        help="print only the summary line (for a Docker HEALTHCHECK's log)")
+    check.add_argument("--wait", metavar="DURATION", default=None,
+                       help="re-check until every required container is ready or DURATION (e.g. 30s, 2m) has passed")
     check.add_argument("--all-containers", action="store_true",
-                       help="also report containers marked not required")
+                       help="also show containers marked not required (they never decide the exit code)")
 
-    run = commands.add_parser("run", help="run the sidecar: schedulers, health, gRPC and metrics servers")
+    run = command("run")
     _add_config_sources(run)
     _add_run_settings(run)
     run.add_argument("--ports-file", metavar="PATH", default=None,
@@ -93,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--demo", action="store_true",
                      help="start built-in demo targets of every probe type and watch them")
 
-    inject = commands.add_parser("inject", help="add the sidecar to manifests (writes to stdout)")
+    inject = command("inject")
     _add_manifest_input(inject)
     _add_injection_options(inject)
     inject.add_argument("--force", action="store_true", help="inject even if lint finds errors")
@@ -101,28 +182,29 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print a unified diff of the input and the injected manifest instead of the manifest; "
                         "exit 0 whether or not anything changed (1 for lint errors, 2 for bad input)")
 
-    lint = commands.add_parser("lint", help="report probe problems in manifests; exit 1 on errors")
+    lint = command("lint")
     _add_manifest_input(lint)
-    lint.add_argument("--format", choices=("text", "json", "sarif"), default="text",
-                      help="text lines (default), JSON, or SARIF 2.1.0 for code-scanning UIs")
+    lint.add_argument("-o", "--output", "--format", choices=LINT_OUTPUT_FORMATS, default="text",
+                      help="text lines (default), json, yaml, or sarif (SARIF 2.1.0, for code-scanning UIs)")
     lint.add_argument("--fail-on", choices=SEVERITIES, default=ERROR,
                       help="exit 1 when a finding is this severe or more (default error)")
     _add_exec_probes(lint, "lint as if inject ran with this --exec-probes")
 
-    webhook = commands.add_parser("webhook", help="serve the mutating admission webhook over TLS")
+    webhook = command("webhook")
     _add_injection_options(webhook)
     # Every webhook flag also reads READINESS_SIDECAR_WEBHOOK_<FLAG>; None here means "not given", so the
     # env var or the default applies (cli/webhook.py resolves and validates them).
     webhook.set_defaults(exec_probes=None)
-    webhook.epilog = (
-        f"The inject flags read env too: {WEBHOOK_ENV_PREFIX}IMAGE (then {IMAGE_ENV}), "
-        f"{WEBHOOK_ENV_PREFIX}EXEC_PROBES, {WEBHOOK_ENV_PREFIX}NATIVE_SIDECAR and "
-        f"{WEBHOOK_ENV_PREFIX}REWRITE_LIVENESS (true or false). A flag beats its env var; "
-        "a bad value is one line naming it, exit 2."
-    )
     for flag, (metavar, help_text) in WEBHOOK_FLAGS.items():
         env = WEBHOOK_ENV_PREFIX + flag.removeprefix("--").replace("-", "_").upper()
         webhook.add_argument(flag, default=None, metavar=metavar, help=f"{help_text} [env {env}]")
+
+    completion = command("completion")
+    completion.add_argument("shell", choices=COMPLETION_SHELLS, help="the shell to complete in")
+
+    for name, sub in parser.command_parsers.items():
+        sub.epilog = epilog(name, actions_of(sub))
+    webhook.epilog = f"{webhook.epilog}\n\n{WEBHOOK_INJECT_ENV}"
     return parser
 
 
@@ -130,11 +212,14 @@ def _add_config_sources(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--probe", action="append", default=[], metavar="NAME=SPEC",
         help="a probe: http://host:port/path, https://..., tcp://host:port, grpc://host:port[/service] "
-        "or exec:COMMAND; options after ';' (timeout=2s;period=0;failure=3;success=1;delay=0). Repeatable.",
+        "or exec:COMMAND; options after ';', as in tcp://:5432;timeout=2s;period=0 (timeout, period, failure, "
+        "success, delay, required, header). Repeatable.",
     )
     parser.add_argument(
-        "-f", "--config", metavar="FILE", default=os.environ.get(CONFIG_FILE_ENV) or None,
-        help=f"containers file or manifest with a pod template (env {CONFIG_FILE_ENV})",
+        "-f", "--filename", "--config", dest="config", metavar=FILE_METAVAR,
+        default=os.environ.get(CONFIG_FILE_ENV) or None,
+        help=f"containers file or manifest with a pod template, - for stdin; --config is the same flag "
+        f"(env {CONFIG_FILE_ENV})",
     )
 
 
@@ -144,9 +229,19 @@ def _add_run_settings(parser: argparse.ArgumentParser, only: tuple[str, ...] | N
     for setting in RunSettings.fields():
         if only is None or setting in only:
             parser.add_argument(
-                flag_name(setting), dest=setting, default=None, metavar="VALUE",
+                flag_name(setting), dest=setting, default=None, metavar=_run_setting_metavar(setting),
                 help=f"{RUN_SETTING_HELP[setting]} [env {env_name(setting)}]",
             )
+
+
+def _run_setting_metavar(setting: str) -> str:
+    from sidecar.runtime.settings import LOG_FORMATS, LOOP_CHOICES
+
+    choices = {"probe_host": PROBE_HOST_CHOICES, "log_format": LOG_FORMATS, "loop": LOOP_CHOICES}.get(setting)
+    if choices:
+        return "{" + ",".join(choices) + "}"
+    # A setting not listed: the last word of its name (log_level: LEVEL).
+    return RUN_SETTING_METAVAR.get(setting, setting.split("_")[-1].upper())
 
 
 def raw_run_settings(args: argparse.Namespace) -> tuple[dict[str, str | None], dict[str, str]]:
@@ -168,7 +263,8 @@ def raw_run_settings(args: argparse.Namespace) -> tuple[dict[str, str | None], d
 
 
 def _add_manifest_input(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-f", "--filename", default="-", metavar="FILE", help="manifest file, or - for stdin")
+    parser.add_argument("-f", "--filename", default="-", metavar=FILE_METAVAR,
+                        help="manifest file, YAML or JSON, or - for stdin (default)")
 
 
 def _add_exec_probes(parser: argparse.ArgumentParser, help_text: str) -> None:

@@ -22,14 +22,14 @@ from probes.spec import DEFAULT_HOST, HandlerSpec, TcpSocketSpec
 from sidecar.config.names import check_container_name
 from sidecar.config.pod_template import PodSpecRef, watched_containers, with_original_probes
 from sidecar.config.probe import ContainerContext, container_context, convert_probe, pod_container_context
-from sidecar.config.schema import CONTAINER_FIELDS, CONTAINERS_FILE_FIELDS
+from sidecar.config.schema import CONTAINER_FIELDS, CONTAINERS_FILE_FIELDS, UNKNOWN_FIELD
 from sidecar.contract import (
     AGGRESSIVE_PROBES_ANNOTATION,
     KUBELET_PROBES_ANNOTATION,
     NOT_REQUIRED_ANNOTATION,
     PROBE_MODE_ANNOTATION,
 )
-from sidecar.errors import ErrorContext, field_name, quote, type_words
+from sidecar.errors import ErrorContext, did_you_mean, field_name, quote, type_words
 from sidecar.model import DEFAULT_TIMEOUT_SECONDS, KUBELET_PERIOD_SECONDS, ContainerSpec, ProbeTiming
 
 AGGRESSIVE_MODE = "aggressive"
@@ -175,7 +175,8 @@ def containers_from_document(
 def _check_fields(entry: dict[Any, Any], ctx: ErrorContext, allowed: frozenset[str]) -> None:
     for key in entry:
         if key not in allowed:
-            raise ctx.error(field_name(key), "unknown field")
+            hint = did_you_mean(key, allowed) if isinstance(key, str) else ""
+            raise ctx.error(field_name(key), UNKNOWN_FIELD + hint)
 
 
 def _container(

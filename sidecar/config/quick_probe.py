@@ -24,7 +24,7 @@ from sidecar.config.names import check_container_name
 from sidecar.config.schema import INT32_MAX, MAX_PORT
 from sidecar.config.wire_text import is_header_name, is_header_value, is_host, is_path
 from sidecar.durations import parse_duration
-from sidecar.errors import ErrorContext, quote
+from sidecar.errors import ErrorContext, did_you_mean, quote
 from sidecar.model import ContainerSpec, ProbeTiming
 
 FLAG_SOURCE = "--probe"
@@ -78,7 +78,8 @@ def _split_options(spec: str, ctx: ErrorContext) -> tuple[str, list[tuple[str, s
         options.append((option["key"], option["value"].strip()))
         rest = head
     if sep and (unknown := _OPTION_LIKE.fullmatch(tail)):
-        raise ctx.error("", f"unknown option {quote(unknown['key'])} (options: {', '.join(OPTIONS)})")
+        hint = did_you_mean(unknown["key"], OPTIONS)
+        raise ctx.error("", f"unknown option {quote(unknown['key'])} (options: {', '.join(OPTIONS)}){hint}")
     options.reverse()
     return rest, options
 

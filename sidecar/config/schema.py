@@ -16,9 +16,11 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 
-from sidecar.errors import ErrorContext, field_name, join_field
+from sidecar.errors import ErrorContext, did_you_mean, field_name, join_field
 
 INT32_MAX = 2**31 - 1
+# A misspelt key's problem; "; did you mean ...?" may follow (lint tells it apart by this start).
+UNKNOWN_FIELD = "unknown field"
 MAX_PORT = 65535
 
 NonNegativeInt32 = Annotated[int, msgspec.Meta(ge=0, le=INT32_MAX)]
@@ -127,6 +129,8 @@ def to_struct(value: object, type_: type[T], ctx: ErrorContext, field: str) -> T
         return msgspec.convert(value, type_, strict=True)
     except msgspec.ValidationError as err:
         rel_field, problem = describe_validation_error(str(err))
+        if problem == UNKNOWN_FIELD:
+            problem += _unknown_field_hint(type_, str(err))
         raise ctx.error(join_field(field, rel_field), problem) from None
     except RecursionError:  # self-referencing YAML aliases
         raise ctx.error(field, "nested too deeply") from None
@@ -137,6 +141,8 @@ _UNKNOWN = re.compile(r"Object contains unknown field `(?P<name>.*)`", re.S)
 _MISSING = re.compile(r"Object missing required field `(?P<name>.*)`", re.S)
 _WRONG_TYPE = re.compile(r"Expected `(?P<want>[^`]+)`, got `(?P<got>[^`]+)`", re.S)
 _CONSTRAINT = re.compile(r"Expected `[^`]+` (?P<rule>.+)", re.S)
+# One step of msgspec's path after `$`: `.key` or `[index]`.
+_PATH_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 
 _TYPE_WORDS = {
     "int": "an integer",
@@ -163,7 +169,7 @@ def describe_validation_error(text: str) -> tuple[str, str]:
         return _relative(parent), "keys must be strings"
     field = _relative(path or "$")
     if found := _UNKNOWN.fullmatch(msg):
-        return join_field(field, field_name(found["name"])), "unknown field"
+        return join_field(field, field_name(found["name"])), UNKNOWN_FIELD
     if found := _MISSING.fullmatch(msg):
         return join_field(field, field_name(found["name"])), "required"
     if found := _WRONG_TYPE.fullmatch(msg):
@@ -171,6 +177,45 @@ def describe_validation_error(text: str) -> tuple[str, str]:
     if found := _CONSTRAINT.fullmatch(msg):
         return field, f"must be {found['rule']}"
     return field, msg
+
+
+def _unknown_field_hint(type_: object, text: str) -> str:
+    """The "; did you mean periodSeconds?" for msgspec's "Object contains unknown field
+    `periodSecond` - at `$`": the fields of the struct at that path are the choices."""
+    match = _AT.fullmatch(text)
+    found = _UNKNOWN.fullmatch(match["msg"]) if match else None
+    if match is None or found is None:  # pragma: no cover - called for unknown fields only
+        return ""
+    return did_you_mean(found["name"], _field_names_at(type_, match["path"] or "$"))
+
+
+def _field_names_at(type_: object, path: str) -> list[str]:
+    """The keys (as written in YAML) of the struct at msgspec's `$.httpGet.httpHeaders[0]` in `type_`."""
+    import msgspec.inspect as mi  # only on the way to an error message
+
+    def unwrap(info: mi.Type | None) -> mi.Type | None:
+        while True:
+            if isinstance(info, mi.Metadata):
+                info = info.type
+            elif isinstance(info, mi.UnionType):
+                kinds = [kind for kind in info.types if not isinstance(kind, mi.NoneType)]
+                if len(kinds) != 1:
+                    return info
+                info = kinds[0]
+            else:
+                return info
+
+    info: mi.Type | None = mi.type_info(type_)
+    for key, index in _PATH_STEP.findall(path.removeprefix("$")):
+        info = unwrap(info)
+        if key and isinstance(info, mi.StructType):
+            info = next((f.type for f in info.fields if f.encode_name == key), None)
+        elif index and isinstance(info, mi.ListType):
+            info = info.item_type
+        else:
+            return []
+    info = unwrap(info)
+    return [f.encode_name for f in info.fields] if isinstance(info, mi.StructType) else []
 
 
 def _relative(path: str) -> str:

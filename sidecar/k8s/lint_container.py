@@ -18,7 +18,7 @@ from probes.spec import ExecSpec, GrpcSpec, HandlerSpec, HttpGetSpec, TcpSocketS
 from sidecar.config.documents import position
 from sidecar.config.pod_template import PodSpecRef, WatchedContainer
 from sidecar.config.probe import ContainerContext, convert_probe, pod_container_context
-from sidecar.config.schema import PROBE_KINDS, Probe, handler_keys, probe_actions, to_struct
+from sidecar.config.schema import PROBE_KINDS, UNKNOWN_FIELD, Probe, handler_keys, probe_actions, to_struct
 from sidecar.contract import DRAIN_PATH, HEALTH_PORT, ROUTED_PROBE_PATHS
 from sidecar.errors import ConfigError, ErrorContext, join_field, quote
 from sidecar.k8s.lint_rules import ERROR, WARNING, Finding
@@ -108,7 +108,7 @@ class ContainerLint:
         try:
             probe = to_struct(raw, Probe, self.ctx, kind)
         except ConfigError as err:
-            rule = "unknown-probe-field" if err.problem == "unknown field" else "invalid-probe"
+            rule = "unknown-probe-field" if err.problem.startswith(UNKNOWN_FIELD) else "invalid-probe"
             self.add(rule, field_problem(err))
             return None
         actions = probe_actions(probe)

@@ -6,11 +6,11 @@ One place decides what a container looks like to a reader, so `check -o json` an
     ready_summary(state.containers["app"])  # {"ready": false, "status": "not_ready", "reason": "HTTP 503"}
     pod_status(state)                       # "ready", "not_ready" or "draining"
     print(check_table(rows))
+    print(check_summary(rows))  # ready: 2 of 2 containers ready
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -99,11 +99,27 @@ def check_row(row: CheckRow) -> dict[str, Any]:
     }
 
 
-def check_json(rows: list[CheckRow]) -> str:
+def check_document(rows: list[CheckRow]) -> dict[str, Any]:
+    """`check -o json` and `-o yaml`."""
     ready = check_exit_code(rows) == 0
-    return json.dumps(
-        {"ready": ready, "status": readiness_word(ready), "containers": [check_row(row) for row in rows]}, indent=2
-    )
+    return {"ready": ready, "status": readiness_word(ready), "containers": [check_row(row) for row in rows]}
+
+
+def check_summary(rows: list[CheckRow], hidden_optional: int = 0) -> str:
+    """`check`'s one line: the verdict, k of n ready, each container that is not and why, and
+    how many optional containers `check` left out (--all-containers shows them).
+
+        ready: 3 of 4 containers ready; cache (optional): HTTP 503
+    """
+    verdict = readiness_word(check_exit_code(rows) == 0)
+    failing = [row for row in rows if not row.passed]
+    notes = [f"{row.container.name}{'' if row.container.required else ' (optional)'}: {check_row(row)['message']}"
+             for row in failing]
+    if hidden_optional:
+        plural, them = ("", "it") if hidden_optional == 1 else ("s", "them")
+        notes.append(f"{hidden_optional} optional container{plural} hidden (--all-containers shows {them})")
+    counts = f"{verdict}: {sum(row.passed for row in rows)} of {len(rows)} containers ready"
+    return "; ".join([counts, *notes])
 
 
 def check_table(rows: list[CheckRow]) -> str:

@@ -15,8 +15,9 @@ import pytest
 
 from tests.conftest import sidecar_cmd
 
-# What only `run` and `webhook` need: the servers (aiohttp, grpc), metrics, and YAML for manifests.
-HEAVY = ("aiohttp", "grpc", "yaml", "prometheus_client")
+# What only `run` and `webhook` need: the servers (aiohttp, grpc), metrics, and YAML for manifests;
+# and shtab, for `completion` only.
+HEAVY = ("aiohttp", "grpc", "yaml", "prometheus_client", "shtab")
 
 _IMPORTED_AFTER_MAIN = (
     "import json, sys\n"

@@ -124,7 +124,9 @@ def test_a_malformed_env_is_one_line_naming_the_field(tmp_path: Path) -> None:
     (tmp_path / "pod.yaml").write_text(POD.replace("- {name: MODE, value: ready}", "- {name: MODE, valu: ready}", 1))
     with pytest.raises(ConfigError) as caught:
         load_config(config_file=str(tmp_path / "pod.yaml"), environ={})
-    assert str(caught.value) == f'{tmp_path / "pod.yaml"}: Pod/p: container "app": env[0].valu: unknown field'
+    assert str(caught.value) == (
+        f'{tmp_path / "pod.yaml"}: Pod/p: container "app": env[0].valu: unknown field; did you mean value?'
+    )
 
 
 def test_env_of_any_shape_never_stops_a_container_without_exec_probes(tmp_path: Path) -> None:

@@ -557,12 +557,12 @@ P = "pod.yaml"
 BAD_INPUTS = [
     pytest.param(
         {C: _containers("{tcpSocket: {port: 80}, periodSecond: 1}")},
-        'containers.yaml: container "web": readinessProbe.periodSecond: unknown field',
+        'containers.yaml: container "web": readinessProbe.periodSecond: unknown field; did you mean periodSeconds?',
         id="unknown-probe-field",
     ),
     pytest.param(
         {C: "containers: [{name: web, readinesProbe: {tcpSocket: {port: 80}}}]"},
-        'containers.yaml: container "web": readinesProbe: unknown field',
+        'containers.yaml: container "web": readinesProbe: unknown field; did you mean readinessProbe?',
         id="unknown-container-field",
     ),
     pytest.param(

@@ -124,7 +124,7 @@ def test_each_rule_fires_on_its_own_mistake(rule: str, manifest: str) -> None:
 
 def test_specific_messages_name_the_field() -> None:
     assert [f.message for f in lint_text(RULE_CASES["unknown-probe-field"])] == [
-        "readinessProbe.periodSecond: unknown field"
+        "readinessProbe.periodSecond: unknown field; did you mean periodSeconds?"
     ]
     assert [f.message for f in lint_text(RULE_CASES["named-port-not-found"])] == [
         'readinessProbe.httpGet.port: named port "web" not found in ports'

@@ -50,7 +50,7 @@ def test_text_lines_carry_the_line_and_severity_across_documents_and_comments(si
         ' named port "grpc"; grpc takes a port number only',
         # After `---`, a comment and a blank line: the typo's own line.
         f'{source}:42: error: Pod/two: container "second": unknown-probe-field: livenessProbe.periodSecond:'
-        " unknown field",
+        " unknown field; did you mean periodSeconds?",
         # Inside a List: the template's `containers` key.
         f"{source}:56: warning: Deployment/bare: no-readiness-probe: spec.template.spec.containers: no container"
         " has a readinessProbe; the kubelet counts each one ready as soon as it starts, so the pod gets traffic"
@@ -77,7 +77,8 @@ def test_json_input_has_no_positions(sidecar_env: dict[str, str]) -> None:
     text = run_cli("lint", env=sidecar_env, stdin=json.dumps(pod, indent=2))
     assert text.returncode == 1
     assert text.stdout == (
-        '<stdin>: error: Pod/two: container "second": unknown-probe-field: livenessProbe.periodSecond: unknown field\n'
+        '<stdin>: error: Pod/two: container "second": unknown-probe-field: livenessProbe.periodSecond: unknown field;'
+        " did you mean periodSeconds?\n"
     )
     as_json = run_cli("lint", "--format", "json", env=sidecar_env, stdin=json.dumps(pod))
     (finding,) = json.loads(as_json.stdout)["findings"]
