@@ -35,11 +35,10 @@ from sidecar.k8s.options import DEFAULT_IMAGE_WARNING, EXEC_PROBE_MODES
 from sidecar.k8s.tls_reload import TlsFiles
 from sidecar.k8s.webhook import WebhookServer
 from sidecar.ports import parse_port
+from sidecar.runtime.settings import LOG_FORMATS, LOG_LEVELS  # the same words as run's
 from sidecar.serve.logs import setup_logging
 from sidecar.signals import on_stop_signals
 
-LOG_FORMATS = ("text", "json")
-LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 # What a boolean flag's env var may say (case-insensitive), as Kubernetes env values are always strings.
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off", "")
@@ -62,7 +61,7 @@ class WebhookSettings:
     metrics_port: int | None  # None: no metrics server
     tls: TlsFiles
     log_format: str
-    log_level: int
+    log_level: str  # one of LOG_LEVELS, as run's --log-level
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> WebhookSettings:
@@ -85,7 +84,7 @@ class WebhookSettings:
             metrics_port=read.value("--metrics-port", _port_or_off, WEBHOOK_METRICS_PORT),
             tls=TlsFiles(cert, key),
             log_format=read.value("--log-format", _log_format, "text"),
-            log_level=read.value("--log-level", _log_level, logging.INFO),
+            log_level=read.value("--log-level", _log_level, "info"),
         )
 
 
@@ -152,8 +151,8 @@ def _log_format(text: str) -> str:
     return _choice(text, LOG_FORMATS, "log format")
 
 
-def _log_level(text: str) -> int:
-    return LOG_LEVELS[_choice(text, tuple(LOG_LEVELS), "log level")]
+def _log_level(text: str) -> str:
+    return _choice(text, LOG_LEVELS, "log level")
 
 
 def _bool(text: str) -> bool:
