@@ -21,6 +21,7 @@ import sidecar
 from probes.spec import HttpGetSpec, TcpSocketSpec
 from sidecar.app import Sidecar
 from sidecar.config.loader import load_config
+from sidecar.contract import GRPC_PORT_NAME, HEALTH_PORT_NAME, METRICS_PORT_NAME
 from sidecar.model import ContainerSpec, ProbeTiming, SidecarConfig
 from sidecar.runtime.settings import RunSettings
 from tests.conftest import REPO, require_peer
@@ -134,9 +135,11 @@ def _sidecar_and_pod(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 def test_k8s_example_annotations_point_at_the_sidecars_metrics_port(name: str) -> None:
     sidecar, meta = _sidecar_and_pod(K8S_EXAMPLES / name)
     ports = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
-    assert ports == {"health": 8550, "grpc": 8551, "metrics": 8552}
-    assert meta["annotations"] == {"prometheus.io/scrape": "true", "prometheus.io/port": "8552",
-                                   "prometheus.io/path": "/metrics"}
+    assert ports == {HEALTH_PORT_NAME: 8550, GRPC_PORT_NAME: 8551, METRICS_PORT_NAME: 8552}
+    prometheus = {k: v for k, v in meta["annotations"].items() if k.startswith("prometheus.io/")}
+    assert prometheus == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": "8552", "prometheus.io/path": "/metrics"
+    }
     monitor = yaml.safe_load((PROMETHEUS_EXAMPLES / "podmonitor.yaml").read_text())
     assert monitor["spec"]["podMetricsEndpoints"][0]["port"] in ports
     assert monitor["spec"]["selector"]["matchLabels"].items() <= meta["labels"].items()
