@@ -52,6 +52,7 @@ from probes.grpc_wire import (
     framed_length,
 )
 from sidecar.contract import LOGGER_NAME
+from sidecar.fd_limit import connections_per_port
 from sidecar.serve.listen import serve_on
 
 # HTTP/2's recommended minimum (RFC 9113, 6.5.2): room for many Watch streams on one
@@ -171,8 +172,12 @@ class GrpcServer:
         *,
         max_request_bytes: int,
         limits: ConnectionLimits = DEFAULT_LIMITS,
+        max_connections: int | None = None,
     ) -> None:
         self.routes = {path.encode(): handler for path, handler in routes.items()}
+        # A share of the fd limit (sidecar.fd_limit); a connection beyond it is closed at once.
+        # gRPC clients keep one connection each, so only a flood reaches it.
+        self.max_connections = connections_per_port() if max_connections is None else max_connections
         self.max_request_bytes = max_request_bytes
         self.limits = limits
         self.logger = logging.getLogger(LOGGER_NAME)
@@ -268,8 +273,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass, but the same
+        crowded = len(self._server.connections) >= self._server.max_connections
         self._server.connections.add(self)
-        if self._server.stopping:
+        if self._server.stopping or crowded:
             self.abort()
             return
         if self._h2.local_settings.max_concurrent_streams != MAX_CONCURRENT_STREAMS:  # another h2's default

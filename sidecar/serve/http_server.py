@@ -38,6 +38,7 @@ from urllib.parse import parse_qsl, unquote
 import h11
 
 from sidecar.contract import LOGGER_NAME
+from sidecar.fd_limit import connections_per_port
 from sidecar.serve.http_wire import (
     MAX_HEAD,
     MAX_HEADER_LINE,
@@ -252,9 +253,17 @@ class Routes:
 
 class GetOnlyServer:
     def __init__(
-        self, routes: Mapping[str, Handler], *, max_body: int, shutdown_grace: float, timeouts: Timeouts = Timeouts()
+        self,
+        routes: Mapping[str, Handler],
+        *,
+        max_body: int,
+        shutdown_grace: float,
+        timeouts: Timeouts = Timeouts(),
+        max_connections: int | None = None,
     ) -> None:
         self.routes = Routes(routes)
+        # A share of the fd limit (sidecar.fd_limit): open connections beyond it evict the idlest.
+        self.max_connections = connections_per_port() if max_connections is None else max_connections
         self.max_body = max_body
         self.shutdown_grace = shutdown_grace
         self.timeouts = timeouts
@@ -322,6 +331,15 @@ class GetOnlyServer:
         else:
             request.respond(task.result())
 
+    def make_room(self, newcomer: _Connection) -> None:
+        """At the cap, close the connection whose present state began longest ago and that has no
+        request in flight (an idle keep-alive or a slow head): the kubelet's probe, a new connection
+        that asks at once, gets in while a flood of idle or dawdling ones is held. If every
+        connection has a request in flight, the newcomer is the one closed."""
+        waiting = (c for c in self.connections if c.evictable)
+        oldest = min(waiting, key=lambda c: c.since, default=None)
+        (oldest or newcomer).abort()
+
     def forget(self, connection: _Connection) -> None:
         self.connections.discard(connection)
         if self._all_gone is not None and not self.connections:
@@ -358,9 +376,13 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass, but the same
-        self.server.connections.add(self)
         if self.server.stopping:
+            self.server.connections.add(self)
             self._close()
+            return
+        if len(self.server.connections) >= self.server.max_connections:
+            self.server.make_room(self)
+        self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -548,6 +570,14 @@ class _Connection(asyncio.Protocol):
             transport.write(data)
 
     # -- closing ------------------------------------------------------------------------------
+
+    @property
+    def evictable(self) -> bool:
+        return self._current is None and not self._closing
+
+    @property
+    def since(self) -> int:
+        return self._since
 
     def close_when_done(self) -> None:
         """At shutdown: close now unless a request is in flight, which closes after its answer."""
