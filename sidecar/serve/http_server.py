@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import socket
@@ -274,6 +275,7 @@ class GetOnlyServer:
         self.tick = 0  # sweeps so far: the clock connections' deadlines are counted in
         self.stopping = False
         self.connections: set[_Connection] = set()
+        self.serials = itertools.count()
         self._tasks: set[asyncio.Task[Answer]] = set()
         self._listener: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
@@ -337,7 +339,7 @@ class GetOnlyServer:
         that asks at once, gets in while a flood of idle or dawdling ones is held. If every
         connection has a request in flight, the newcomer is the one closed."""
         waiting = (c for c in self.connections if c.evictable)
-        oldest = min(waiting, key=lambda c: c.since, default=None)
+        oldest = min(waiting, key=lambda c: (c.since, c.serial), default=None)  # the first come, of a sweep's
         (oldest or newcomer).abort()
 
     def forget(self, connection: _Connection) -> None:
@@ -366,6 +368,7 @@ class _Connection(asyncio.Protocol):
         self._h11_request: h11.Request | None = None
         self._current: Request | None = None  # read, not yet answered
         self._since = server.tick  # when the present state (idle, reading, ...) began
+        self.serial = next(server.serials)  # connections in the order they came
         self._write_paused = False
         self._reading_paused = False
         self._peer_done = False  # the client sent FIN: answer what it asked, then close
