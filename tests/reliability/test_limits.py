@@ -10,6 +10,7 @@ clients that dawdle or hang up: the limits degrade cleanly (docs/security.md, "L
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import re
 import resource
@@ -120,10 +121,8 @@ def _open_idle(port: int, count: int) -> list[socket.socket]:
     for _ in range(count):
         sock = socket.socket()
         sock.setblocking(False)
-        try:
+        with contextlib.suppress(BlockingIOError):  # a non-blocking connect in progress
             sock.connect(("127.0.0.1", port))
-        except BlockingIOError:
-            pass
         socks.append(sock)
     return socks
 
@@ -168,7 +167,8 @@ logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
 resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
 async def main():
     # A cap above the fd limit: accept itself runs out of fds.
-    server = GetOnlyServer({"/healthz": lambda r: json_answer("ok")}, max_body=0, shutdown_grace=0, max_connections=10_000)
+    routes = {"/healthz": lambda r: json_answer("ok")}
+    server = GetOnlyServer(routes, max_body=0, shutdown_grace=0, max_connections=10_000)
     print(await server.start("127.0.0.1", 0), flush=True)
     await asyncio.sleep(3600)
 if sys.argv[1] == "uvloop":
