@@ -24,8 +24,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 import trustme
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sidecar.http_site import KEEPALIVE_SECONDS
 from sidecar.k8s.webhook import BODY_READ_SECONDS
@@ -84,7 +86,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(10)
 
 
-def _start_run(loop: str, soft: int, hard: int) -> tuple[subprocess.Popen[bytes], Stderr, int, int]:
+def _start_run(loop: str, soft: int, hard: int) -> tuple[subprocess.Popen[bytes], Stderr, int, int, int]:
     argv = run_command(
         ("--loop", loop, "--health-port", "0", "--metrics-port", "0", "--grpc-port", "0", "--drain-seconds", "0",
          "--log-level", "debug", "--probe", "web=tcp://127.0.0.1:1"),
@@ -100,8 +102,8 @@ def _start_run(loop: str, soft: int, hard: int) -> tuple[subprocess.Popen[bytes]
         _stop(proc)
         raise AssertionError("run did not start:\n" + stderr.text)
     ports = parse_ports(line)
-    assert ports.metrics is not None
-    return proc, stderr, ports.health, ports.metrics
+    assert ports.metrics is not None and ports.grpc is not None
+    return proc, stderr, ports.health, ports.metrics, ports.grpc
 
 
 def _healthz(port: int, timeout: float = 3.0) -> int | str:
@@ -129,7 +131,7 @@ def _open_idle(port: int, count: int) -> list[socket.socket]:
 
 @pytest.mark.parametrize("loop", LOOPS)
 def test_run_raises_the_soft_open_files_limit_to_the_hard_one(loop: str) -> None:
-    proc, stderr, _, _ = _start_run(loop, soft=LOW_FDS, hard=4 * LOW_FDS)
+    proc, stderr, *_ = _start_run(loop, soft=LOW_FDS, hard=4 * LOW_FDS)
     try:
         assert _soft_open_files(proc.pid) == 4 * LOW_FDS
         assert stderr.wait_for(r"DEBUG open files limit (\d+)")[1] == str(4 * LOW_FDS)
@@ -141,7 +143,7 @@ def test_run_raises_the_soft_open_files_limit_to_the_hard_one(loop: str) -> None
 def test_idle_connections_at_the_fd_limit_leave_healthz_answered_and_the_log_short(loop: str) -> None:
     """Before the cap: asyncio logged a traceback per accept retry (52 MB in 15 s at 64 fds) and
     /healthz hung; uvloop reset every new connection, the kubelet's included."""
-    proc, stderr, health, metrics = _start_run(loop, soft=LOW_FDS, hard=LOW_FDS)
+    proc, stderr, health, metrics, _ = _start_run(loop, soft=LOW_FDS, hard=LOW_FDS)
     flood = _open_idle(health, 2 * LOW_FDS) + _open_idle(metrics, LOW_FDS)
     try:
         answers = []
@@ -153,6 +155,24 @@ def test_idle_connections_at_the_fd_limit_leave_healthz_answered_and_the_log_sho
         assert "Traceback" not in stderr.text
         # The probe's own lines (a start, a failure a second at debug, a summary) and no more.
         assert len(stderr.lines) < 40 and stderr.bytes < 8000, stderr.text[-2000:]
+    finally:
+        for sock in flood:
+            sock.close()
+        _stop(proc)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_idle_connections_at_the_fd_limit_leave_a_grpc_check_answered(loop: str) -> None:
+    """The kubelet's grpc probe opens a connection per probe (kubernetes pkg/probe/grpc/grpc.go):
+    at the cap, an idle one that never sent its preface makes room for it."""
+    proc, stderr, _, _, grpc_port = _start_run(loop, soft=LOW_FDS, hard=LOW_FDS)
+    flood = _open_idle(grpc_port, 2 * LOW_FDS)
+    try:
+        time.sleep(0.5)
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        assert reply.status in (health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING)
+        assert "Traceback" not in stderr.text
     finally:
         for sock in flood:
             sock.close()
