@@ -1,7 +1,7 @@
 """The process's file descriptors: the soft limit raised at start-up, a share of it per port, and
 one rate-limited line when accept() runs out of them.
 
-    limit = raise_open_files_limit()          # soft RLIMIT_NOFILE = hard; at start of run and webhook
+    limit = raise_open_files_limit(logger)    # soft RLIMIT_NOFILE = hard; at start of run and webhook
     cap = connections_per_port()              # what each listening port may hold open at once
     quiet_accept_exhaustion(loop, logger)     # fd exhaustion at accept: one line per ACCEPT_LOG_EVERY
 """
@@ -31,21 +31,23 @@ ACCEPT_LOG_EVERY = 10.0
 _ACCEPT_EXHAUSTED = "socket.accept() out of system resource"
 
 
-def raise_open_files_limit() -> int:
-    """Raise the soft RLIMIT_NOFILE to the hard limit and return the soft limit now in force.
+def raise_open_files_limit(logger: logging.Logger) -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit and return the soft limit now in force; one
+    INFO line when it moved (none when it was there already, so most starts log nothing more).
 
     Go's runtime does this for every Go program since Go 1.19 (golang/go src/os/rlimit.go, moved to
     src/syscall/rlimit.go): a low soft limit only protects select(), which neither asyncio nor
     uvloop uses, and the hard limit is the one an operator sets on purpose.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            return soft  # e.g. an unlimited hard limit the kernel caps lower (nr_open): keep what we have
-        soft = hard
-    return soft
+    if soft == hard:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        return soft  # e.g. an unlimited hard limit the kernel caps lower (nr_open): keep what we have
+    logger.info("open files limit raised from %d to the hard limit %d", soft, hard)
+    return hard
 
 
 def connections_per_port() -> int:

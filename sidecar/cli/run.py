@@ -37,7 +37,7 @@ def run_command(args: argparse.Namespace) -> int:
     raw, origin = raw_run_settings(args)
     settings = run_settings(args, raw, origin)
     logger = setup_logging(settings.log_format, settings.log_level)
-    logger.debug("open files limit %d", raise_open_files_limit())
+    raise_open_files_limit(logger)
     with asyncio.Runner(loop_factory=event_loop_factory(settings.loop)) as runner:
         try:
             return runner.run(_serve(args, settings, logger))

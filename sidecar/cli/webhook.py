@@ -170,7 +170,7 @@ def webhook_command(args: argparse.Namespace) -> int:
     aiohttp_logger = logging.getLogger("aiohttp")
     aiohttp_logger.handlers[:] = logger.handlers
     aiohttp_logger.propagate = False
-    logger.debug("open files limit %d", raise_open_files_limit())
+    raise_open_files_limit(logger)
     server = WebhookServer(settings.options, settings.tls, logger)
     return asyncio.run(_serve(server, settings, logger))
 

@@ -134,7 +134,8 @@ def test_run_raises_the_soft_open_files_limit_to_the_hard_one(loop: str) -> None
     proc, stderr, *_ = _start_run(loop, soft=LOW_FDS, hard=4 * LOW_FDS)
     try:
         assert _soft_open_files(proc.pid) == 4 * LOW_FDS
-        assert stderr.wait_for(r"DEBUG open files limit (\d+)")[1] == str(4 * LOW_FDS)
+        raised = stderr.wait_for(r"INFO open files limit raised from (\d+) to the hard limit (\d+)")
+        assert raised.groups() == (str(LOW_FDS), str(4 * LOW_FDS))
     finally:
         _stop(proc)
 
