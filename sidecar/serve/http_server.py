@@ -19,6 +19,8 @@ What a client can make the server hold is bounded: a head of MAX_HEAD, a body of
 pipelined one waits, and reading pauses once MAX_HEAD of them is buffered), and time
 (`Timeouts`): idle keep-alive connections, unfinished requests, unread answers and the
 lingering after a refusal are closed. A refusal is answered with one line and never logged.
+Connections: at most `max_connections` (a share of the fd limit, sidecar.fd_limit); beyond
+it the idlest connection with no request in flight is reset to make room (`make_room`).
 """
 
 from __future__ import annotations
