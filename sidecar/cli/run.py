@@ -20,6 +20,7 @@ from sidecar.app import BoundPorts, PortUnavailable, Sidecar, event_loop_factory
 from sidecar.cli.parser import raw_run_settings
 from sidecar.contract import ENV_PREFIX, READY_PATH, STATUS_PATH, WAIT_PARAM
 from sidecar.errors import ConfigError, cannot_listen, one_line
+from sidecar.fd_limit import raise_open_files_limit
 from sidecar.model import SidecarConfig
 from sidecar.runtime.settings import RunSettings, flag_name
 from sidecar.serve.logs import setup_logging
@@ -36,6 +37,7 @@ def run_command(args: argparse.Namespace) -> int:
     raw, origin = raw_run_settings(args)
     settings = run_settings(args, raw, origin)
     logger = setup_logging(settings.log_format, settings.log_level)
+    raise_open_files_limit(logger)
     with asyncio.Runner(loop_factory=event_loop_factory(settings.loop)) as runner:
         try:
             return runner.run(_serve(args, settings, logger))

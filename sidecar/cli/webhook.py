@@ -30,6 +30,7 @@ from sidecar.contract import (
     WEBHOOK_PORT,
 )
 from sidecar.errors import ConfigError, cannot_listen
+from sidecar.fd_limit import raise_open_files_limit
 from sidecar.k8s.inject import InjectOptions
 from sidecar.k8s.options import DEFAULT_IMAGE_WARNING, EXEC_PROBE_MODES
 from sidecar.k8s.tls_reload import TlsFiles
@@ -169,6 +170,7 @@ def webhook_command(args: argparse.Namespace) -> int:
     aiohttp_logger = logging.getLogger("aiohttp")
     aiohttp_logger.handlers[:] = logger.handlers
     aiohttp_logger.propagate = False
+    raise_open_files_limit(logger)
     server = WebhookServer(settings.options, settings.tls, logger)
     return asyncio.run(_serve(server, settings, logger))
 

@@ -34,6 +34,9 @@ MAX_REVIEW_BYTES = 2 * 1024 * 1024
 CERT_CHECK_SECONDS = 2.0
 # The API server gives a webhook call `timeoutSeconds` (5 in the example); in-flight reviews get that long.
 SHUTDOWN_GRACE = 5.0
+# A review's body arrives within this long once its head has: the API server sends it at once, and its own
+# timeoutSeconds (at most 30) has long passed by then. Bounds a client that trickles a body (408).
+BODY_READ_SECONDS = 10.0
 # A scrape in flight at shutdown gets this long; Prometheus retries at its next interval anyway.
 METRICS_SHUTDOWN_GRACE = 1.0
 
@@ -87,10 +90,19 @@ class WebhookServer:
     async def mutate(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         try:
-            body = await request.read()
+            async with asyncio.timeout(BODY_READ_SECONDS):
+                body = await request.read()
+        except TimeoutError:
+            self.logger.debug("admission request body from %s not whole in %.0fs", request.remote, BODY_READ_SECONDS)
+            raise web.HTTPRequestTimeout() from None
         except web.HTTPRequestEntityTooLarge:  # past MAX_REVIEW_BYTES: aiohttp answers 413
             self.metrics.too_large()
             raise
+        except ConnectionError as exc:
+            # The client hung up mid-body (aiohttp raises ClientConnectionResetError): nobody to answer, nothing
+            # to review. Left to aiohttp it is an ERROR with a traceback per aborted upload.
+            self.logger.debug("admission request abandoned by %s: %s", request.remote, type(exc).__name__)
+            raise web.HTTPBadRequest() from None  # aiohttp's write of it meets the closed socket and stays quiet
         reply = review_reply(body, self.options)
         seconds = time.perf_counter() - started
         self.metrics.observe(reply, seconds)

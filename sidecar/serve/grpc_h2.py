@@ -52,6 +52,7 @@ from probes.grpc_wire import (
     framed_length,
 )
 from sidecar.contract import LOGGER_NAME
+from sidecar.fd_limit import connections_per_port
 from sidecar.serve.listen import serve_on
 
 # HTTP/2's recommended minimum (RFC 9113, 6.5.2): room for many Watch streams on one
@@ -171,8 +172,11 @@ class GrpcServer:
         *,
         max_request_bytes: int,
         limits: ConnectionLimits = DEFAULT_LIMITS,
+        max_connections: int | None = None,
     ) -> None:
         self.routes = {path.encode(): handler for path, handler in routes.items()}
+        # A share of the fd limit (sidecar.fd_limit): beyond it the idlest connection makes room.
+        self.max_connections = connections_per_port() if max_connections is None else max_connections
         self.max_request_bytes = max_request_bytes
         self.limits = limits
         self.logger = logging.getLogger(LOGGER_NAME)
@@ -183,6 +187,15 @@ class GrpcServer:
         # A fixed phrase: a grpc-message that varied with the client's bytes would also
         # grow the HPACK table a client sizes.
         self.oversized_text = f"request message over {max_request_bytes} bytes"
+
+    def make_room(self, newcomer: _Connection) -> _Connection:
+        """At the cap, reset the connection idle longest with no stream open: a new client (the
+        kubelet's grpc probe opens one per probe) gets in while a flood of idle or handshaking ones
+        is held. If every connection has a stream open, the newcomer is the one reset."""
+        oldest = min((c for c in self.connections if c.evictable), key=lambda c: c.idle_since, default=None)
+        evicted = oldest or newcomer
+        evicted.abort()
+        return evicted
 
     async def start(self, bind: str, port: int) -> int:
         """Listen on bind:port (0 picks a free port) and return the bound port; OSError if it can't.
@@ -268,6 +281,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass, but the same
+        crowded = len(self._server.connections) >= self._server.max_connections
+        if crowded and not self._server.stopping and self._server.make_room(self) is self:
+            return  # reset: every connection has a call open
         self._server.connections.add(self)
         if self._server.stopping:
             self.abort()
@@ -671,6 +687,15 @@ class _Connection(asyncio.Protocol):
             self.abort()
             return
         self._arm(self._closing_at)
+
+    @property
+    def evictable(self) -> bool:
+        """No stream open (a Watch is one), not already closing."""
+        return not self._streams and self._transport is not None and not self._transport.is_closing()
+
+    @property
+    def idle_since(self) -> float:
+        return self._idle_since
 
     def abort(self) -> None:
         if self._transport is not None:

@@ -19,12 +19,15 @@ What a client can make the server hold is bounded: a head of MAX_HEAD, a body of
 pipelined one waits, and reading pauses once MAX_HEAD of them is buffered), and time
 (`Timeouts`): idle keep-alive connections, unfinished requests, unread answers and the
 lingering after a refusal are closed. A refusal is answered with one line and never logged.
+Connections: at most `max_connections` (a share of the fd limit, sidecar.fd_limit); beyond
+it the idlest connection with no request in flight is reset to make room (`make_room`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import socket
@@ -38,6 +41,7 @@ from urllib.parse import parse_qsl, unquote
 import h11
 
 from sidecar.contract import LOGGER_NAME
+from sidecar.fd_limit import connections_per_port
 from sidecar.serve.http_wire import (
     MAX_HEAD,
     MAX_HEADER_LINE,
@@ -252,9 +256,17 @@ class Routes:
 
 class GetOnlyServer:
     def __init__(
-        self, routes: Mapping[str, Handler], *, max_body: int, shutdown_grace: float, timeouts: Timeouts = Timeouts()
+        self,
+        routes: Mapping[str, Handler],
+        *,
+        max_body: int,
+        shutdown_grace: float,
+        timeouts: Timeouts = Timeouts(),
+        max_connections: int | None = None,
     ) -> None:
         self.routes = Routes(routes)
+        # A share of the fd limit (sidecar.fd_limit): open connections beyond it evict the idlest.
+        self.max_connections = connections_per_port() if max_connections is None else max_connections
         self.max_body = max_body
         self.shutdown_grace = shutdown_grace
         self.timeouts = timeouts
@@ -265,6 +277,7 @@ class GetOnlyServer:
         self.tick = 0  # sweeps so far: the clock connections' deadlines are counted in
         self.stopping = False
         self.connections: set[_Connection] = set()
+        self.serials = itertools.count()
         self._tasks: set[asyncio.Task[Answer]] = set()
         self._listener: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
@@ -322,6 +335,15 @@ class GetOnlyServer:
         else:
             request.respond(task.result())
 
+    def make_room(self, newcomer: _Connection) -> None:
+        """At the cap, close the connection whose present state began longest ago and that has no
+        request in flight (an idle keep-alive or a slow head): the kubelet's probe, a new connection
+        that asks at once, gets in while a flood of idle or dawdling ones is held. If every
+        connection has a request in flight, the newcomer is the one closed."""
+        waiting = (c for c in self.connections if c.evictable)
+        oldest = min(waiting, key=lambda c: (c.since, c.serial), default=None)  # the first come, of a sweep's
+        (oldest or newcomer).abort()
+
     def forget(self, connection: _Connection) -> None:
         self.connections.discard(connection)
         if self._all_gone is not None and not self.connections:
@@ -348,6 +370,7 @@ class _Connection(asyncio.Protocol):
         self._h11_request: h11.Request | None = None
         self._current: Request | None = None  # read, not yet answered
         self._since = server.tick  # when the present state (idle, reading, ...) began
+        self.serial = next(server.serials)  # connections in the order they came
         self._write_paused = False
         self._reading_paused = False
         self._peer_done = False  # the client sent FIN: answer what it asked, then close
@@ -358,9 +381,13 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass, but the same
-        self.server.connections.add(self)
         if self.server.stopping:
+            self.server.connections.add(self)
             self._close()
+            return
+        if len(self.server.connections) >= self.server.max_connections:
+            self.server.make_room(self)
+        self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -548,6 +575,14 @@ class _Connection(asyncio.Protocol):
             transport.write(data)
 
     # -- closing ------------------------------------------------------------------------------
+
+    @property
+    def evictable(self) -> bool:
+        return self._current is None and not self._closing
+
+    @property
+    def since(self) -> int:
+        return self._since
 
     def close_when_done(self) -> None:
         """At shutdown: close now unless a request is in flight, which closes after its answer."""

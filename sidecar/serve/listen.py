@@ -7,14 +7,21 @@ IPv6 socket that also takes IPv4 (v4-mapped) connections, so the kubelet reaches
 in IPv4, IPv6 and dual-stack pods alike. A host without IPv6 (the family is not supported,
 or `::` can't be bound) gets 0.0.0.0 instead. An explicit address means exactly that family:
 `0.0.0.0` is IPv4 only, `::` and `::1` are IPv6 only (IPV6_V6ONLY=1, as asyncio sets it).
+
+Running out of fds at accept is one rate-limited line, not asyncio's traceback per retry
+(sidecar.fd_limit).
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import socket
 from collections.abc import Callable
+
+from sidecar.contract import LOGGER_NAME
+from sidecar.fd_limit import quiet_accept_exhaustion
 
 # Every interface, IPv6 and IPv4 on one socket.
 DUAL_STACK = "*"
@@ -30,8 +37,10 @@ _NO_IPV6 = {errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT, errno.EADDRNOTAVAIL, errn
 async def serve_on(factory: Callable[[], asyncio.Protocol], bind: str, port: int) -> asyncio.Server:
     """Serve `factory`'s protocol on bind:port (see listening_socket); OSError if it can't bind."""
     sock = listening_socket(bind, port)
+    loop = asyncio.get_running_loop()
+    quiet_accept_exhaustion(loop, logging.getLogger(LOGGER_NAME))
     try:
-        return await asyncio.get_running_loop().create_server(factory, sock=sock, backlog=BACKLOG)
+        return await loop.create_server(factory, sock=sock, backlog=BACKLOG)
     except BaseException:
         sock.close()
         raise

@@ -283,6 +283,44 @@ async def test_idle_and_unfinished_connections_are_closed_but_held_ones_are_not(
         writer.close()
 
 
+async def test_a_partial_request_line_is_closed_by_the_request_timeout(app: tuple[App, int]) -> None:
+    """Slowloris at its slowest: three bytes of a request line, then nothing."""
+    _, port = app
+    reader, writer = await connect(port)
+    writer.write(b"GET")
+    started = time.monotonic()
+    assert await closed_by_server(reader, 3.0)
+    assert time.monotonic() - started < 1.5  # SHORT.request (0.4 s) and a sweep, with room for a busy machine
+    writer.close()
+
+
+async def test_at_the_connection_cap_the_idlest_connection_makes_room_for_a_new_one() -> None:
+    """A flood of idle connections can't lock out the kubelet: its new connection is answered."""
+    test_app = App()
+    server = GetOnlyServer(test_app.routes(), max_body=1024, shutdown_grace=0.5, max_connections=4)  # type: ignore[arg-type]
+    port = await server.start("127.0.0.1", 0)
+    try:
+        held = await connect(port)
+        held[1].write(get("/hold"))  # a request in flight is never the one evicted
+        await asyncio.sleep(0.05)
+        idle = [await connect(port) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        assert len(server.connections) == 4
+        newcomers = []
+        for _ in range(5):  # each newcomer evicts an idle one (or an earlier newcomer), and is answered
+            newcomers.append(await connect(port))
+            newcomers[-1][1].write(get("/now"))
+            assert (await read_reply(newcomers[-1][0])).status == 200
+        assert len(server.connections) <= 4
+        for reader, _ in idle:  # the first come go first
+            assert await closed_by_server(reader, 2.0)
+        assert not held[0].at_eof()
+        server.held.release("k", lambda: json_answer("released"))
+        assert (await read_reply(held[0])).status == 200
+    finally:
+        await server.stop()
+
+
 async def test_a_client_that_never_reads_is_cut_off_and_others_are_served_meanwhile(app: tuple[App, int]) -> None:
     test_app, port = app
     sock = socket.socket()

@@ -1,0 +1,312 @@
+"""The sidecar's own limits with real processes at a low fd limit, and the webhook's against
+clients that dawdle or hang up: the limits degrade cleanly (docs/security.md, "Limits").
+
+- `run` and `webhook` raise the soft RLIMIT_NOFILE to the hard limit (as Go's runtime does:
+  golang/go src/os/rlimit.go, Go 1.19);
+- a flood of idle connections at the fd limit: /healthz still answered, a short log, on both loops;
+- fd exhaustion at accept itself: one line, not asyncio's traceback per retry;
+- the webhook: a trickled head or body is closed, an aborted upload is one debug line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import re
+import resource
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+import trustme
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from sidecar.http_site import KEEPALIVE_SECONDS
+from sidecar.k8s.webhook import BODY_READ_SECONDS
+from tests.conftest import REPO
+from tests.reliability.running import LOOPS
+from tests.sidecar_process import parse_ports, run_command, sidecar_environ
+
+# An fd limit low enough to reach with a test's connections, high enough to start on.
+LOW_FDS = 64
+# Room for a loaded 2-core machine on top of a timeout under test.
+MARGIN = 5.0
+
+
+def _with_fd_limit(soft: int, hard: int) -> Callable[[], None]:
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _soft_open_files(pid: int) -> int:
+    line = next(line for line in Path(f"/proc/{pid}/limits").read_text().splitlines() if "open files" in line)
+    return int(line.split()[3])
+
+
+class Stderr:
+    """A child's stderr, read by a thread, so a chatty child never blocks on a full pipe."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.lines: list[str] = []
+        self.bytes = 0
+        assert proc.stderr is not None
+        self._thread = threading.Thread(target=self._pump, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            self.bytes += len(raw)
+            self.lines.append(raw.decode(errors="replace"))
+
+    def wait_for(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if match := re.search(pattern, line):
+                    return match
+            time.sleep(0.05)
+        raise AssertionError(f"no {pattern!r} in:\n" + "".join(self.lines))
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(10)
+
+
+def _start_run(loop: str, soft: int, hard: int) -> tuple[subprocess.Popen[bytes], Stderr, int, int, int]:
+    argv = run_command(
+        ("--loop", loop, "--health-port", "0", "--metrics-port", "0", "--grpc-port", "0", "--drain-seconds", "0",
+         "--log-level", "debug", "--probe", "web=tcp://127.0.0.1:1"),
+    )  # fmt: skip
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=sidecar_environ(),
+        cwd=REPO, preexec_fn=_with_fd_limit(soft, hard),
+    )  # fmt: skip
+    assert proc.stdout is not None
+    stderr = Stderr(proc)
+    line = proc.stdout.readline()
+    if not line:
+        _stop(proc)
+        raise AssertionError("run did not start:\n" + stderr.text)
+    ports = parse_ports(line)
+    assert ports.metrics is not None and ports.grpc is not None
+    return proc, stderr, ports.health, ports.metrics, ports.grpc
+
+
+def _healthz(port: int, timeout: float = 3.0) -> int | str:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", "/healthz")
+        return connection.getresponse().status
+    except OSError as exc:
+        return type(exc).__name__
+    finally:
+        connection.close()
+
+
+def _open_idle(port: int, count: int) -> list[socket.socket]:
+    """`count` connections that send nothing; the ones the kernel refuses or resets are kept too."""
+    socks = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):  # a non-blocking connect in progress
+            sock.connect(("127.0.0.1", port))
+        socks.append(sock)
+    return socks
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_run_raises_the_soft_open_files_limit_to_the_hard_one(loop: str) -> None:
+    proc, stderr, *_ = _start_run(loop, soft=LOW_FDS, hard=4 * LOW_FDS)
+    try:
+        assert _soft_open_files(proc.pid) == 4 * LOW_FDS
+        raised = stderr.wait_for(r"INFO open files limit raised from (\d+) to the hard limit (\d+)")
+        assert raised.groups() == (str(LOW_FDS), str(4 * LOW_FDS))
+    finally:
+        _stop(proc)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_idle_connections_at_the_fd_limit_leave_healthz_answered_and_the_log_short(loop: str) -> None:
+    """Before the cap: asyncio logged a traceback per accept retry (52 MB in 15 s at 64 fds) and
+    /healthz hung; uvloop reset every new connection, the kubelet's included."""
+    proc, stderr, health, metrics, _ = _start_run(loop, soft=LOW_FDS, hard=LOW_FDS)
+    flood = _open_idle(health, 2 * LOW_FDS) + _open_idle(metrics, LOW_FDS)
+    try:
+        answers = []
+        started = time.monotonic()
+        while time.monotonic() - started < 5:
+            answers.append(_healthz(health))
+            time.sleep(0.25)
+        assert 200 in answers, answers
+        assert "Traceback" not in stderr.text
+        # The probe's own lines (a start, a failure a second at debug, a summary) and no more.
+        assert len(stderr.lines) < 40 and stderr.bytes < 8000, stderr.text[-2000:]
+    finally:
+        for sock in flood:
+            sock.close()
+        _stop(proc)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_idle_connections_at_the_fd_limit_leave_a_grpc_check_answered(loop: str) -> None:
+    """The kubelet's grpc probe opens a connection per probe (kubernetes pkg/probe/grpc/grpc.go):
+    at the cap, an idle one that never sent its preface makes room for it."""
+    proc, stderr, _, _, grpc_port = _start_run(loop, soft=LOW_FDS, hard=LOW_FDS)
+    flood = _open_idle(grpc_port, 2 * LOW_FDS)
+    try:
+        time.sleep(0.5)
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        assert reply.status in (health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING)
+        assert "Traceback" not in stderr.text
+    finally:
+        for sock in flood:
+            sock.close()
+        _stop(proc)
+
+
+_UNCAPPED_SERVER = """
+import asyncio, logging, resource, sys
+from sidecar.serve.http_server import GetOnlyServer
+from sidecar.serve.http_wire import json_answer
+logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
+async def main():
+    # A cap above the fd limit: accept itself runs out of fds.
+    routes = {"/healthz": lambda r: json_answer("ok")}
+    server = GetOnlyServer(routes, max_body=0, shutdown_grace=0, max_connections=10_000)
+    print(await server.start("127.0.0.1", 0), flush=True)
+    await asyncio.sleep(3600)
+if sys.argv[1] == "uvloop":
+    import uvloop
+    uvloop.run(main())
+else:
+    asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_fd_exhaustion_at_accept_is_one_rate_limited_line(loop: str) -> None:
+    """asyncio's selector loop logs `socket.accept() out of system resource` with a traceback once per
+    pending connection per retry (cpython Lib/asyncio/selector_events.py, _accept_connection);
+    uvloop (libuv's reserve-fd trick) resets the connection and logs nothing."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _UNCAPPED_SERVER, loop], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, env=sidecar_environ(), cwd=REPO,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    stderr = Stderr(proc)
+    port = int(proc.stdout.readline() or 0)
+    assert port, stderr.text
+    flood = _open_idle(port, 120)
+    try:
+        time.sleep(5)
+        assert "Traceback" not in stderr.text
+        exhausted = [line for line in stderr.lines if "cannot accept" in line]
+        assert len(exhausted) <= 1, stderr.text[-2000:]
+        assert len(stderr.lines) <= 3, stderr.text[-2000:]
+        if loop == "asyncio":
+            assert exhausted and "EMFILE" in exhausted[0]
+    finally:
+        for sock in flood:
+            sock.close()
+        _stop(proc)
+
+
+@dataclass
+class Webhook:
+    proc: subprocess.Popen[bytes]
+    port: int
+    stderr: Stderr
+    context: ssl.SSLContext
+
+    def connect(self) -> ssl.SSLSocket:
+        return self.context.wrap_socket(socket.create_connection(("127.0.0.1", self.port)), server_hostname="127.0.0.1")
+
+
+@pytest.fixture
+def webhook(tmp_path: Path) -> Iterator[Webhook]:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    leaf.private_key_pem.write_to_path(str(key))
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sidecar", "webhook", "--bind", "127.0.0.1", "--port", "0", "--metrics-port", "0",
+         "--cert", str(cert), "--key", str(key), "--log-level", "debug"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO,
+        env=sidecar_environ(), preexec_fn=_with_fd_limit(LOW_FDS * 4, LOW_FDS * 8),
+    )  # fmt: skip
+    stderr = Stderr(proc)
+    try:
+        port = int(stderr.wait_for(r"webhook listening on https://127\.0\.0\.1:(\d+)")[1])
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        yield Webhook(proc, port, stderr, context)
+    finally:
+        _stop(proc)
+
+
+def _closed_within(sock: ssl.SSLSocket, seconds: float) -> float | None:
+    """Seconds until the server ends the connection (EOF or reset), or None if it did not in `seconds`."""
+    started = time.monotonic()
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        return None
+    except OSError:
+        pass
+    return time.monotonic() - started
+
+
+def test_webhook_raises_the_soft_open_files_limit_to_the_hard_one(webhook: Webhook) -> None:
+    assert _soft_open_files(webhook.proc.pid) == LOW_FDS * 8
+
+
+def test_webhook_aborted_uploads_are_one_debug_line_each_and_no_traceback(webhook: Webhook) -> None:
+    """Before: 20 aborted uploads were 20 ERROR tracebacks, 440 lines."""
+    before = len(webhook.stderr.lines)
+    head = b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000\r\n\r\n"
+    for _ in range(20):
+        with webhook.connect() as sock:
+            sock.sendall(head + b"{" * 100)
+            time.sleep(0.02)  # the head is read and the handler waits for the rest
+    time.sleep(1)
+    added = webhook.stderr.lines[before:]
+    assert "Traceback" not in "".join(added)
+    assert not [line for line in added if " ERROR " in line or " WARNING " in line], added
+    assert len(added) <= 20, added
+
+
+def test_webhook_closes_a_trickled_head_and_a_trickled_body(webhook: Webhook) -> None:
+    """A slowloris over TLS: part of a request line, or a whole head and part of its body, then nothing."""
+    head_only = webhook.connect()
+    head_only.sendall(b"POST /mut")
+    body = webhook.connect()
+    body.sendall(b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+    try:
+        body_closed = _closed_within(body, BODY_READ_SECONDS + MARGIN)
+        head_closed = _closed_within(head_only, KEEPALIVE_SECONDS + MARGIN)
+    finally:
+        head_only.close()
+        body.close()
+    assert body_closed is not None, "a trickled body is held past BODY_READ_SECONDS"
+    assert head_closed is not None, "a trickled head is held past KEEPALIVE_SECONDS"
+    assert "Traceback" not in webhook.stderr.text
