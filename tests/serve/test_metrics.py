@@ -20,6 +20,7 @@ from sidecar.app import Sidecar
 from sidecar.model import ContainerSpec, ProbeTiming, SidecarConfig
 from sidecar.runtime.scheduler import AggressivePolicy
 from sidecar.runtime.settings import RunSettings
+from sidecar.serve.metrics import REUSE_FOR
 from tests.target_apps import FlipTarget
 
 SETTINGS = RunSettings(health_port=0, grpc_port=None, metrics_port=0, bind="127.0.0.1",
@@ -134,7 +135,8 @@ async def test_values_follow_the_target_from_failing_to_ready_and_back(target: F
     try:
         await asyncio.sleep(0.1)  # let it fail for a while
         first = await scrape(port)
-        await asyncio.sleep(0.1)
+        # Past REUSE_FOR: only attempts were counted, so a scrape sooner would get `first` again.
+        await asyncio.sleep(REUSE_FOR + 0.1)
         failing = await scrape(port)
         target.status = 200
         assert await car.state.wait_ready(2.0)
