@@ -1,10 +1,11 @@
 """Scrapers that never read their /metrics answer, against the kubelet's /healthz and a SIGTERM.
 
 A real `run` with CONTAINERS tcpSocket containers on a closed loopback port (every attempt
-refused, so every series moves); SCRAPERS clients send GET /metrics and never read a byte,
-a new unread connection each per ROUND. Meanwhile another client times GET /healthz on a
-fresh connection every HEALTHZ_EVERY. Then, with SCRAPERS unread scrapers connected, SIGTERM
-with --drain-seconds 0 and the time until the process exits.
+refused, so every series moves). First `quiet`: /healthz alone, what the probing itself costs
+it (one burst of CONTAINERS refused connects a second). Then `unread`: SCRAPERS clients send
+GET /metrics and never read a byte, a new unread connection each per round. All along,
+another client times GET /healthz on a fresh connection every HEALTHZ_EVERY. Last, with
+SCRAPERS unread scrapers connected, SIGTERM with --drain-seconds 0 and the time to the exit.
 
     python -m benchmarks.metrics_starvation [--containers 1000] [--rounds 6] [--baseline-rev REV]
 
@@ -69,8 +70,8 @@ async def healthz_seconds(port: int) -> float:
     return time.perf_counter() - started
 
 
-async def starve(sidecar: SidecarProcess, rounds: int) -> list[float]:
-    """/healthz latencies while unread scrapers arrive, round after round."""
+async def starve(sidecar: SidecarProcess, rounds: int, scrapers: int = SCRAPERS) -> list[float]:
+    """/healthz latencies while unread scrapers arrive, round after round (none: the probing's own cost)."""
     latencies: list[float] = []
     stop = asyncio.Event()
 
@@ -85,7 +86,7 @@ async def starve(sidecar: SidecarProcess, rounds: int) -> list[float]:
     for _ in range(rounds):
         for old in held:
             old.transport.abort()
-        held = list(await asyncio.gather(*(unread_scrape(sidecar.metrics_port) for _ in range(SCRAPERS))))
+        held = list(await asyncio.gather(*(unread_scrape(sidecar.metrics_port) for _ in range(scrapers))))
         await asyncio.sleep(ROUND_SECONDS)
     stop.set()
     await sampler
@@ -107,12 +108,15 @@ async def exit_after_sigterm(sidecar: SidecarProcess) -> float:
     return elapsed
 
 
-async def measure(install: SidecarInstall, containers: int, rounds: int, workdir: Path) -> tuple[list[float], float]:
+async def measure(
+    install: SidecarInstall, containers: int, rounds: int, workdir: Path
+) -> tuple[list[float], list[float], float]:
     port = closed_port()
     fleet = [container(f"c{i}", {"tcpSocket": {"host": "127.0.0.1", "port": port}}) for i in range(containers)]
     sidecar = await start_sidecar(fleet, workdir, flags=FLAGS, install=install, timeout=60)
     try:
         await asyncio.sleep(2)  # every container attempted at least once
+        quiet = await starve(sidecar, rounds, scrapers=0)
         latencies = await starve(sidecar, rounds)
     finally:
         with contextlib.suppress(Exception):
@@ -123,15 +127,15 @@ async def measure(install: SidecarInstall, containers: int, rounds: int, workdir
         shutdown = await exit_after_sigterm(sidecar)
     finally:
         await sidecar.kill()
-    return latencies, shutdown
+    return quiet, latencies, shutdown
 
 
-def report(label: str, latencies: list[float], shutdown: float) -> str:
+def report(label: str, latencies: list[float], shutdown: float | None) -> str:
     ms = sorted(1000 * value for value in latencies)
     p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
     return (
-        f"{label:<10}{len(ms):>8}{statistics.median(ms):>10.1f}{p99:>10.1f}{ms[-1]:>10.1f}"
-        f"{sum(1 for v in ms if v > 100):>8}{shutdown:>12.2f}"
+        f"{label:<16}{len(ms):>8}{statistics.median(ms):>10.1f}{p99:>10.1f}{ms[-1]:>10.1f}"
+        f"{sum(1 for v in ms if v > 100):>8}{'' if shutdown is None else f'{shutdown:.2f}':>12}"
     )
 
 
@@ -147,13 +151,14 @@ def main(argv: list[str] | None = None) -> None:
         if args.baseline_rev is not None:
             installs.insert(0, install_revision(args.baseline_rev, Path(tmp) / "baseline").install)
         for install in installs:
-            latencies, shutdown = asyncio.run(measure(install, args.containers, args.rounds, Path(tmp)))
-            lines.append(report(install.label, latencies, shutdown))
+            quiet, latencies, shutdown = asyncio.run(measure(install, args.containers, args.rounds, Path(tmp)))
+            lines.append(report(f"{install.label} quiet", quiet, None))
+            lines.append(report(f"{install.label} unread", latencies, shutdown))
     print(
         f"{args.containers} containers, {SCRAPERS} unread scrapers x {args.rounds} rounds of {ROUND_SECONDS}s;"
         f" /healthz every {HEALTHZ_EVERY * 1000:.0f} ms; SIGTERM with --drain-seconds 0"
     )
-    print(f"{'sidecar':<10}{'healthz':>8}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'>100ms':>8}{'exit s':>12}")
+    print(f"{'sidecar':<16}{'healthz':>8}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'>100ms':>8}{'exit s':>12}")
     print("\n".join(lines))
 
 
