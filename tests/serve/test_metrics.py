@@ -243,6 +243,31 @@ async def test_two_sidecars_in_one_process_keep_their_own_registries(target: Fli
     assert "readiness_ready 0.0" in passed_in, "a registry passed in is the one served"
 
 
+async def test_an_answer_is_reused_for_a_second_while_only_attempts_are_counted(target: FlipTarget) -> None:
+    # docs/behaviour.md#exposition: attempts may lag by REUSE_FOR, readiness never does.
+    car, port = await started([ContainerSpec("app", HttpGetSpec(port=target.port, path="/health"))])
+    http = {"container": "app", "probe": "httpGet", "result": "failure"}
+    try:
+        await asyncio.sleep(0.2)  # failing, every steady period (50 ms)
+        first = await scrape(port)
+        concurrent = await asyncio.gather(*(scrape(port) for _ in range(5)))
+        counted = car.state.containers["app"].attempts
+        target.status = 200
+        assert await car.state.wait_ready(2.0)
+        after_ready = await scrape(port)
+        await asyncio.sleep(REUSE_FOR + 0.1)
+        later = await scrape(port)
+    finally:
+        await car.stop()
+    assert counted > first.value("readiness_probe_total", **http), "attempts were counted meanwhile"
+    assert {c.text for c in concurrent} == {first.text}, "within REUSE_FOR, only attempts moved: the same answer"
+    assert (first.value("readiness_ready"), after_ready.value("readiness_ready")) == (0, 1), "readiness never lags"
+    assert after_ready.value("readiness_probe_total", **http) >= counted
+    assert later.value("readiness_probe_total", container="app", probe="httpGet", result="success") > (
+        after_ready.value("readiness_probe_total", container="app", probe="httpGet", result="success")
+    ), "past REUSE_FOR, a fresh answer"
+
+
 async def test_metrics_port_serves_get_metrics_and_nothing_else() -> None:
     car, port = await started([ContainerSpec("app", TcpSocketSpec(port=1), NEVER)])
     try:
