@@ -7,7 +7,7 @@ GET /metrics and never read a byte, a new unread connection each per round. All 
 another client times GET /healthz on a fresh connection every HEALTHZ_EVERY. Last, with
 SCRAPERS unread scrapers connected, SIGTERM with --drain-seconds 0 and the time to the exit.
 
-    python -m benchmarks.metrics_starvation [--containers 1000] [--rounds 6] [--baseline-rev REV]
+    python -m benchmarks.metrics_starvation [--containers 1000] [--rounds 6] [--loop asyncio] [--baseline-rev REV]
 
 With --baseline-rev, that revision (benchmarks/baseline.py) runs the same, before this one.
 docs/performance.md#scrapers-that-never-read has the figures.
@@ -109,11 +109,11 @@ async def exit_after_sigterm(sidecar: SidecarProcess) -> float:
 
 
 async def measure(
-    install: SidecarInstall, containers: int, rounds: int, workdir: Path
+    install: SidecarInstall, containers: int, rounds: int, workdir: Path, loop: str
 ) -> tuple[list[float], list[float], float]:
     port = closed_port()
     fleet = [container(f"c{i}", {"tcpSocket": {"host": "127.0.0.1", "port": port}}) for i in range(containers)]
-    sidecar = await start_sidecar(fleet, workdir, flags=FLAGS, install=install, timeout=60)
+    sidecar = await start_sidecar(fleet, workdir, flags=FLAGS, install=install, timeout=60, loop=loop)
     try:
         await asyncio.sleep(2)  # every container attempted at least once
         quiet = await starve(sidecar, rounds, scrapers=0)
@@ -121,7 +121,7 @@ async def measure(
     finally:
         with contextlib.suppress(Exception):
             await sidecar.stop(1)
-    sidecar = await start_sidecar(fleet, workdir, flags=FLAGS, install=install, timeout=60)
+    sidecar = await start_sidecar(fleet, workdir, flags=FLAGS, install=install, timeout=60, loop=loop)
     try:
         await asyncio.sleep(2)
         shutdown = await exit_after_sigterm(sidecar)
@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--containers", type=int, default=CONTAINERS)
     parser.add_argument("--rounds", type=int, default=6, help=f"rounds of {SCRAPERS} new unread scrapers")
     parser.add_argument("--baseline-rev", metavar="REV", default=None)
+    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto", help="run --loop")
     args = parser.parse_args(argv)
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -151,11 +152,14 @@ def main(argv: list[str] | None = None) -> None:
         if args.baseline_rev is not None:
             installs.insert(0, install_revision(args.baseline_rev, Path(tmp) / "baseline").install)
         for install in installs:
-            quiet, latencies, shutdown = asyncio.run(measure(install, args.containers, args.rounds, Path(tmp)))
+            quiet, latencies, shutdown = asyncio.run(
+                measure(install, args.containers, args.rounds, Path(tmp), args.loop)
+            )
             lines.append(report(f"{install.label} quiet", quiet, None))
             lines.append(report(f"{install.label} unread", latencies, shutdown))
     print(
-        f"{args.containers} containers, {SCRAPERS} unread scrapers x {args.rounds} rounds of {ROUND_SECONDS}s;"
+        f"{args.containers} containers, --loop {args.loop}, {SCRAPERS} unread scrapers"
+        f" x {args.rounds} rounds of {ROUND_SECONDS}s;"
         f" /healthz every {HEALTHZ_EVERY * 1000:.0f} ms; SIGTERM with --drain-seconds 0"
     )
     print(f"{'sidecar':<16}{'healthz':>8}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'>100ms':>8}{'exit s':>12}")

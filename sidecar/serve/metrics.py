@@ -413,6 +413,9 @@ class MetricsServer:
     def _build(self, variant: _Variant, encode: _Encoder) -> asyncio.Future[_Built]:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[_Built] = loop.create_future()
+        # Its waiters may all have left (shutdown): a failed build is theirs to log, never the loop's
+        # "exception was never retrieved".
+        done.add_done_callback(lambda future: future.cancelled() or future.exception())
         started, revision = time.monotonic(), self.metrics.revision
         content_type, gzipped = variant
 

@@ -18,6 +18,9 @@ import statistics
 import time
 from pathlib import Path
 
+import pytest
+
+from tests.reliability.running import LOOPS
 from tests.sidecar_process import SidecarProcess
 
 CONTAINERS = 250  # the "200+": one build ~0.1 s of CPU
@@ -44,7 +47,7 @@ def _closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def _start(tmp_path: Path, count: int) -> SidecarProcess:
+async def _start(tmp_path: Path, count: int, loop: str) -> SidecarProcess:
     port = _closed_port()
     containers = [
         {"name": f"c{i}", "readinessProbe": {"tcpSocket": {"host": "127.0.0.1", "port": port}}} for i in range(count)
@@ -62,6 +65,8 @@ async def _start(tmp_path: Path, count: int) -> SidecarProcess:
         "0",
         "--drain-seconds",
         str(DRAIN_SECONDS),
+        "--loop",
+        loop,
         *FLAGS,
         timeout=60,
         log_lines=200,
@@ -91,8 +96,9 @@ async def _healthz_seconds(port: int) -> float:
     return time.perf_counter() - started
 
 
-async def test_unread_scrapers_leave_healthz_under_100_ms(tmp_path: Path) -> None:
-    car = await _start(tmp_path, CONTAINERS)
+@pytest.mark.parametrize("loop", LOOPS)
+async def test_unread_scrapers_leave_healthz_under_100_ms(tmp_path: Path, loop: str) -> None:
+    car = await _start(tmp_path, CONTAINERS, loop)
     held: list[socket.socket] = []
     latencies: list[float] = []
     try:
@@ -115,10 +121,11 @@ async def test_unread_scrapers_leave_healthz_under_100_ms(tmp_path: Path) -> Non
     assert max(latencies) < KUBELET_TIMEOUT, f"the kubelet would have failed a probe: {ms[-5:]}"
 
 
-async def test_shutdown_with_unread_scrapers_ends_within_drain_plus_one_second(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", LOOPS)
+async def test_shutdown_with_unread_scrapers_ends_within_drain_plus_one_second(tmp_path: Path, loop: str) -> None:
     exits = []
     for _ in range(SHUTDOWN_SAMPLES):
-        car = await _start(tmp_path, SHUTDOWN_CONTAINERS)
+        car = await _start(tmp_path, SHUTDOWN_CONTAINERS, loop)
         held: list[socket.socket] = []
         try:
             assert car.metrics_port is not None
