@@ -585,9 +585,17 @@ class _Connection(asyncio.Protocol):
         return self._since
 
     def close_when_done(self) -> None:
-        """At shutdown: close now unless a request is in flight, which closes after its answer."""
+        """At shutdown: close now unless a request is in flight, which closes after its answer.
+
+        An answer the client left unread (still in our write buffer) is dropped with a reset:
+        closing gracefully would wait for a reader that may never come, holding the exit for
+        the whole grace."""
         if self._current is None:
-            self._close()
+            transport = self._transport
+            if transport is not None and transport.get_write_buffer_size():
+                self.abort()
+            else:
+                self._close()
 
     def check_deadline(self, tick: int, idle: int, request: int, unread: int, linger: int) -> None:
         if self._transport is None:

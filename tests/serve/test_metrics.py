@@ -20,6 +20,7 @@ from sidecar.app import Sidecar
 from sidecar.model import ContainerSpec, ProbeTiming, SidecarConfig
 from sidecar.runtime.scheduler import AggressivePolicy
 from sidecar.runtime.settings import RunSettings
+from sidecar.serve.metrics import REUSE_FOR
 from tests.target_apps import FlipTarget
 
 SETTINGS = RunSettings(health_port=0, grpc_port=None, metrics_port=0, bind="127.0.0.1",
@@ -134,7 +135,8 @@ async def test_values_follow_the_target_from_failing_to_ready_and_back(target: F
     try:
         await asyncio.sleep(0.1)  # let it fail for a while
         first = await scrape(port)
-        await asyncio.sleep(0.1)
+        # Past REUSE_FOR: only attempts were counted, so a scrape sooner would get `first` again.
+        await asyncio.sleep(REUSE_FOR + 0.1)
         failing = await scrape(port)
         target.status = 200
         assert await car.state.wait_ready(2.0)
@@ -239,6 +241,31 @@ async def test_two_sidecars_in_one_process_keep_their_own_registries(target: Fli
     assert a.value("readiness_probe_total", container="app", probe="httpGet", result="failure") == 0
     assert b.value("readiness_probe_total", container="app", probe="httpGet", result="success") == 0
     assert "readiness_ready 0.0" in passed_in, "a registry passed in is the one served"
+
+
+async def test_an_answer_is_reused_for_a_second_while_only_attempts_are_counted(target: FlipTarget) -> None:
+    # docs/behaviour.md#exposition: attempts may lag by REUSE_FOR, readiness never does.
+    car, port = await started([ContainerSpec("app", HttpGetSpec(port=target.port, path="/health"))])
+    http = {"container": "app", "probe": "httpGet", "result": "failure"}
+    try:
+        await asyncio.sleep(0.2)  # failing, every steady period (50 ms)
+        first = await scrape(port)
+        concurrent = await asyncio.gather(*(scrape(port) for _ in range(5)))
+        counted = car.state.containers["app"].attempts
+        target.status = 200
+        assert await car.state.wait_ready(2.0)
+        after_ready = await scrape(port)
+        await asyncio.sleep(REUSE_FOR + 0.1)
+        later = await scrape(port)
+    finally:
+        await car.stop()
+    assert counted > first.value("readiness_probe_total", **http), "attempts were counted meanwhile"
+    assert {c.text for c in concurrent} == {first.text}, "within REUSE_FOR, only attempts moved: the same answer"
+    assert (first.value("readiness_ready"), after_ready.value("readiness_ready")) == (0, 1), "readiness never lags"
+    assert after_ready.value("readiness_probe_total", **http) >= counted
+    assert later.value("readiness_probe_total", container="app", probe="httpGet", result="success") > (
+        after_ready.value("readiness_probe_total", container="app", probe="httpGet", result="success")
+    ), "past REUSE_FOR, a fresh answer"
 
 
 async def test_metrics_port_serves_get_metrics_and_nothing_else() -> None:
