@@ -194,4 +194,6 @@ async def _resolve(host: str, port: int) -> list[tuple[socket.AddressFamily, _Ad
         raise ConnectFailed(f"resolve {host}: {exc.strerror}") from None
     except UnicodeError:  # the IDNA codec's; load_config refuses such names (config/wire_text.py)
         raise ConnectFailed(f"resolve {host}: not a name IDNA can encode") from None
+    except OSError as exc:  # uvloop's resolver out of descriptors: EMFILE
+        raise ConnectFailed(f"resolve {host}: {errno_name(exc)}") from None
     return [(family, address) for family, _, _, _, address in infos]
