@@ -159,9 +159,13 @@ class CrashLog:
 
 
 def _describe(exc: BaseException) -> str:
+    """The exception and where it was raised: file and line, without reading the source
+    (which needs a descriptor, and may be what ran out)."""
     text = sanitize(repr(exc), MAX_MESSAGE_CHARS)
-    where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
-    return f"{text} at {where[0].filename}:{where[0].lineno}" if where else text
+    where = ""
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        where = f" at {frame.f_code.co_filename}:{lineno}"
+    return text + where
 
 
 async def attempt_once(name: str, handler: HandlerSpec, timeout: float, logger: logging.Logger) -> ProbeResult:
