@@ -30,14 +30,11 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from probes.result import sanitize
+from probes.result import errno_name as errno_name  # written once there; the probes import it from here
 from probes.spec import join_host_port
 
 # (host, port) or (host, port, flowinfo, scope_id), as getaddrinfo gives them.
 _Address = tuple[Any, ...]
-
-# An OSError without an errno (rare) is quoted, but never at length.
-_ERROR_TEXT_CHARS = 60
 
 
 class ConnectFailed(Exception):
@@ -62,7 +59,12 @@ async def open_socket(host: str, port: int) -> socket.socket:
     loop = asyncio.get_running_loop()
     first_error: ConnectFailed | None = None
     for family, address in await _resolve(host, port):
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:  # EMFILE, ENFILE, ENOBUFS: this address can't be tried now
+            if first_error is None:
+                first_error = _connect_failed(exc.errno, exc, address)
+            continue
         try:
             sock.setblocking(False)
             await loop.sock_connect(sock, address)
@@ -190,11 +192,8 @@ async def _resolve(host: str, port: int) -> list[tuple[socket.AddressFamily, _Ad
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise ConnectFailed(f"resolve {host}: {exc.strerror}") from None
+    except UnicodeError:  # the IDNA codec's; load_config refuses such names (config/wire_text.py)
+        raise ConnectFailed(f"resolve {host}: not a name IDNA can encode") from None
+    except OSError as exc:  # uvloop's resolver out of descriptors: EMFILE
+        raise ConnectFailed(f"resolve {host}: {errno_name(exc)}") from None
     return [(family, address) for family, _, _, _, address in infos]
-
-
-def errno_name(exc: OSError) -> str:
-    """ECONNREFUSED, ECONNRESET, ...: the name an operator greps for."""
-    if exc.errno is not None and exc.errno in errno.errorcode:
-        return errno.errorcode[exc.errno]
-    return sanitize(str(exc), _ERROR_TEXT_CHARS)

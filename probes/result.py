@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import errno
 import time
 from dataclasses import dataclass
 
@@ -68,3 +69,23 @@ def remaining(timeout: float, started: float) -> float:
     """What is left of an attempt's `timeout` that began at monotonic `started`: its
     continuation may start a loop iteration later, and must still end on time."""
     return max(0.0, timeout - (time.monotonic() - started))
+
+
+# An OSError without an errno (rare) is quoted, but never at length.
+_ERROR_TEXT_CHARS = 60
+
+
+def errno_name(exc: OSError) -> str:
+    """ECONNREFUSED, ECONNRESET, ...: the name an operator greps for."""
+    if exc.errno is not None and exc.errno in errno.errorcode:
+        return errno.errorcode[exc.errno]
+    return sanitize(str(exc), _ERROR_TEXT_CHARS)
+
+
+def unexpected_error(exc: BaseException) -> str:
+    """The message of an attempt that raised what no probe foresaw: the errno's name for an
+    OSError ("probe error: EMFILE: too many open files"), else the exception's type."""
+    if isinstance(exc, OSError) and exc.errno is not None and exc.errno in errno.errorcode:
+        detail = f": {sanitize(exc.strerror.lower(), _ERROR_TEXT_CHARS)}" if exc.strerror else ""
+        return f"probe error: {errno.errorcode[exc.errno]}{detail}"
+    return f"probe error: {type(exc).__name__}"

@@ -34,7 +34,7 @@ from sidecar.config.schema import (
     probe_actions,
     to_struct,
 )
-from sidecar.config.wire_text import is_header_name, is_header_value, is_host, is_path
+from sidecar.config.wire_text import host_problem, is_header_name, is_header_value, is_host, is_path
 from sidecar.errors import ErrorContext, join_field, quote
 from sidecar.model import (
     DEFAULT_FAILURE_THRESHOLD,
@@ -237,6 +237,8 @@ def _host(host: str | None, ctx: ErrorContext, field_path: str, default: str) ->
         return default
     if not is_host(host):
         raise ctx.error(field_path, f"must not contain spaces, '/', '[]@?#' or control characters: {quote(host)}")
+    if (problem := host_problem(host)) is not None:
+        raise ctx.error(field_path, f"{quote(host)} {problem}")
     return host
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from probes.spec import DEFAULT_HOST, ExecSpec, GrpcSpec, HandlerSpec, HttpGetSpec, TcpSocketSpec
 from sidecar.config.names import check_container_name
 from sidecar.config.schema import INT32_MAX, MAX_PORT
-from sidecar.config.wire_text import is_header_name, is_header_value, is_host, is_path
+from sidecar.config.wire_text import host_problem, is_header_name, is_header_value, is_host, is_path
 from sidecar.durations import parse_duration
 from sidecar.errors import ErrorContext, did_you_mean, quote
 from sidecar.model import ContainerSpec, ProbeTiming
@@ -131,6 +131,8 @@ def _host_port(netloc: str, ctx: ErrorContext, default_port: int | None, scheme:
             raise ctx.error("", "put an IPv6 address in brackets: [::1]:8080")
     if not is_host(host):
         raise ctx.error("", "the host must not contain spaces, '[]@?#' or control characters")
+    if host and (problem := host_problem(host)) is not None:
+        raise ctx.error("", f"the host {quote(host)} {problem}")
     if not port_text:
         if default_port is None:
             raise ctx.error("", f"{scheme}:// needs a port, e.g. {scheme}://127.0.0.1:8080")

@@ -3,9 +3,13 @@
 This is the kubelet's prober for one attempt: an attempt that errs (Outcome.ERROR) is
 retried at once, up to MAX_PROBE_RETRIES times in all. A probe never raises for what a
 target does; this is also where that promise is kept for what nobody foresaw (a bug,
-an exhausted resource): the exception becomes a failure with a short reason, logged at
-most once every CRASH_LOG_EVERY seconds per probe, and the caller goes on, as the
-kubelet's worker does (HandleCrash, keepGoing).
+an exhausted resource such as EMFILE): the exception becomes a failure with a short
+reason naming the errno, told by CrashLog in at most one line per container and per
+reason every CRASH_LOG_EVERY seconds, and the caller goes on. The schedulers tell what
+their own per-attempt code raises to the same CrashLog and go on too: the kubelet's
+worker does both (pkg/kubelet/prober/worker.go, doProbe: `defer
+runtime.HandleCrash(func(_ interface{}) { keepGoing = true })`, the panic logged and eaten,
+the next tick probed).
 
     probe = GuardedProbe(build_probe(spec.handler), spec.name, logger)
     result = await probe.attempt(timeout=1.0)      # never raises, but for cancellation
@@ -18,19 +22,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
-from collections.abc import Coroutine, Iterable
+import traceback
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from probes import HandlerSpec, Probe, ProbeResult, Started, build_probe
 from probes.base import finish
-from probes.result import Outcome
+from probes.result import MAX_MESSAGE_CHARS, Outcome, sanitize, unexpected_error
 from sidecar.model import LIVENESS, ROUTED_CHECK_KINDS, ContainerSpec, SidecarConfig
 from sidecar.runtime.state import AggregateState
 
-# A probe that keeps crashing at a 3 ms interval must not write 200 lines a second.
+# A probe that keeps crashing at a 3 ms interval must not write 200 lines a second, and
+# EMFILE hits every container at once: one line a minute per container and per reason says
+# all there is (each container's own reason is in /status, on every attempt).
 CRASH_LOG_EVERY = 60.0
+# Reasons remembered for the limit; more distinct ones than this are a flood, forgotten oldest first.
+_CRASH_REASONS_KEPT = 256
 # The kubelet runs an attempt that errs up to this many times, back to back, before it
 # gives up on it (pkg/kubelet/prober/prober.go, maxProbeRetries and runProbeWithRetries).
 MAX_PROBE_RETRIES = 3
@@ -43,11 +53,11 @@ class GuardedProbe:
     the attempt's; its duration covers every try.
     """
 
-    def __init__(self, probe: Probe, name: str, logger: logging.Logger) -> None:
+    def __init__(self, probe: Probe, name: str, logger: logging.Logger, crash_log: CrashLog | None = None) -> None:
         self.probe = probe
         self.name = name
         self.logger = logger
-        self._last_logged = -CRASH_LOG_EVERY
+        self.crash_log = crash_log or CrashLog.of(logger)  # the logger's: shared by the sidecar's guards
 
     def start(self, timeout: float) -> Started:
         """Begin one attempt: its result when the probe knew it at once, else the coroutine
@@ -94,11 +104,68 @@ class GuardedProbe:
             return self._crashed(exc, begun)
 
     def _crashed(self, exc: Exception, begun: float) -> ProbeResult:
-        now = time.monotonic()
-        if now - self._last_logged >= CRASH_LOG_EVERY:
-            self._last_logged = now
-            self.logger.error("%s: probe error: %r (logged at most every %gs)", self.name, exc, CRASH_LOG_EVERY)
-        return ProbeResult(Outcome.FAILURE, f"probe error: {type(exc).__name__}", now - begun)
+        message = unexpected_error(exc)
+        self.crash_log.report(self.name, message, exc)
+        return ProbeResult(Outcome.FAILURE, message, time.monotonic() - begun)
+
+
+class CrashLog:
+    """Where what no probe foresaw is told: at most one line per container, and one per
+    reason, every CRASH_LOG_EVERY seconds; the next line says how many were held back.
+    One per logger, so every guard and scheduler of a sidecar shares it.
+
+        CrashLog.of(logger).report("app", "probe error: EMFILE: too many open files", exc)
+    """
+
+    _by_logger: dict[logging.Logger, CrashLog] = {}  # loggers live as long as the process
+
+    def __init__(self, logger: logging.Logger, clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self._clock = clock
+        self._container_logged: dict[str, float] = {}
+        self._reason_logged: dict[str, float] = {}
+        self._held_back = 0
+        self.lines = 0  # lines written, for tests and curiosity
+
+    @classmethod
+    def of(cls, logger: logging.Logger) -> CrashLog:
+        crash_log = cls._by_logger.get(logger)
+        if crash_log is None:
+            crash_log = cls._by_logger[logger] = cls(logger)
+        return crash_log
+
+    def report(self, name: str, reason: str, exc: BaseException) -> None:
+        now = self._clock()
+        if (
+            now - self._container_logged.get(name, -math.inf) < CRASH_LOG_EVERY
+            or now - self._reason_logged.get(reason, -math.inf) < CRASH_LOG_EVERY
+        ):
+            self._held_back += 1
+            return
+        self._container_logged[name] = self._reason_logged[reason] = now
+        for seen in (self._container_logged, self._reason_logged):
+            if len(seen) > _CRASH_REASONS_KEPT:
+                del seen[next(iter(seen))]
+        held, self._held_back = self._held_back, 0
+        self.lines += 1
+        self.logger.error(
+            "%s: %s (%s); going on (%d more held back: one line per container and per reason every %gs)",
+            name,
+            reason,
+            _describe(exc),
+            held,
+            CRASH_LOG_EVERY,
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    """The exception and where it was raised: file and line, without reading the source
+    (which needs a descriptor, and may be what ran out)."""
+    text = sanitize(repr(exc), MAX_MESSAGE_CHARS)
+    where = ""
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        where = f" at {frame.f_code.co_filename}:{lineno}"
+    return text + where
 
 
 async def attempt_once(name: str, handler: HandlerSpec, timeout: float, logger: logging.Logger) -> ProbeResult:

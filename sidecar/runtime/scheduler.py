@@ -15,6 +15,12 @@ by the probe's periodSeconds:
   container. The schedule is fixed-rate: the next attempt is due one interval after
   the last was due, skipping the ticks an overrunning attempt missed.
 
+Whatever one attempt raises ends that attempt, never the schedule: the GuardedProbe turns a
+probe's exception into a failure, and what the scheduler's own per-attempt code raises
+(recording, planning the next attempt) is told to the same CrashLog, and the next attempt
+comes on time, as the kubelet's worker goes on after a crash (pkg/kubelet/prober/worker.go,
+doProbe's HandleCrash and keepGoing). A scheduler that dies all the same is /healthz's 503.
+
     ticker = Ticker()
     scheduler = ContainerScheduler(state, spec, GuardedProbe(probe, logger), AggressivePolicy(), logger, ticker)
     task = asyncio.create_task(scheduler.run())
@@ -30,7 +36,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from probes.result import ProbeResult
+from probes.result import ProbeResult, unexpected_error
 from sidecar.model import ContainerSpec
 from sidecar.runtime.attempt import GuardedProbe
 from sidecar.runtime.state import AggregateState, Verdict
@@ -164,7 +170,7 @@ class ContainerScheduler:
         self._due = 0.0  # loop time the next attempt should start, for lateness
 
     async def run(self) -> None:
-        """Probe until cancelled. A bug that escapes is recorded in the state (/healthz answers 503)."""
+        """Probe until cancelled. A bug outside any attempt is recorded in the state (/healthz answers 503)."""
         try:
             await self._run()
         except Exception as exc:
@@ -182,6 +188,10 @@ class ContainerScheduler:
             await self._sleep_until_due()
             await self._run_periodic(timing.period)
 
+    def crashed(self, exc: Exception) -> None:
+        """Tell what the scheduler's own per-attempt code raised; the schedule goes on."""
+        self.probe.crash_log.report(self.spec.name, f"scheduler: {unexpected_error(exc)}", exc)
+
     async def _sleep_until_due(self) -> None:
         wait = self._due - self._loop.time()
         if wait > 0:
@@ -192,7 +202,10 @@ class ContainerScheduler:
         timeout = self.spec.timing.timeout
         while True:
             lateness = max(0.0, self._loop.time() - self._due)
-            self.state.record(self.spec.name, await self.probe.attempt(timeout), lateness)
+            try:
+                self.state.record(self.spec.name, await self.probe.attempt(timeout), lateness)
+            except Exception as exc:  # this attempt's, not the schedule's: go on
+                self.crashed(exc)
             # The attempt may have overrun: skip the ticks it missed, like time.Ticker.
             self._due = next_due(self._due, period, self._loop.time())
             await self._sleep_until_due()
@@ -201,8 +214,8 @@ class ContainerScheduler:
 class _AggressiveRun:
     """One container's aggressive schedule, driven by the shared ticker's callbacks.
 
-    Its task only waits for the end: cancellation, or a bug in a callback, which ends
-    the run as an exception (ContainerScheduler.run records it).
+    Its task only waits for the end: cancellation. What a callback raises ends that
+    attempt alone: it is told (ContainerScheduler.crashed) and the next one is planned.
     """
 
     def __init__(self, scheduler: ContainerScheduler, ticker: Ticker) -> None:
@@ -255,7 +268,7 @@ class _AggressiveRun:
             self._in_flight = task = self._loop.create_task(started, name=f"probe {self.name}")
             task.add_done_callback(lambda done: self._finished(done, lateness))
         except Exception as exc:
-            self._end(exc)
+            self._go_on(exc)
 
     def _finished(self, task: asyncio.Task[ProbeResult], lateness: float) -> None:
         self._in_flight = None
@@ -264,17 +277,20 @@ class _AggressiveRun:
         try:
             self._record(task.result(), lateness)
         except Exception as exc:
-            self._end(exc)
+            self._go_on(exc)
 
     def _record(self, result: ProbeResult, lateness: float) -> None:
-        verdict = self._verdict = self.state.record(self.name, result, lateness)
+        self._verdict = self.state.record(self.name, result, lateness)
         timeout = self._timeout
         self._last_timed_out_short = (
             timeout == self._short_timeout < self._full_timeout
             and not result.outcome.ok
             and result.duration >= self._short_timeout * _TIMEOUT_FRACTION
         )
-        policy = self.policy
+        self._plan_next()
+
+    def _plan_next(self) -> None:
+        verdict, policy = self._verdict, self.policy
         if verdict.ready:
             # A failure while ready is confirmed fast, not one steady period at a time.
             interval = policy.interval if verdict.consecutive_failures else policy.steady_period
@@ -286,6 +302,12 @@ class _AggressiveRun:
         if not self._ended.done():
             self._entry = self.ticker.at(self._due, self._start_due)
 
-    def _end(self, exc: Exception) -> None:
-        if not self._ended.done():
-            self._ended.set_exception(exc)
+    def _go_on(self, exc: Exception) -> None:
+        """An attempt's callback raised: tell it, and plan the next attempt unless one is planned or running."""
+        try:
+            self.scheduler.crashed(exc)
+            if self._entry is None and self._in_flight is None and not self._ended.done():
+                self._plan_next()
+        except Exception as again:  # no next attempt can be planned: the run ends (/healthz's 503)
+            if not self._ended.done():
+                self._ended.set_exception(again)

@@ -16,7 +16,7 @@ from probes.base import ProbeBase
 from probes.result import Outcome
 from probes.spec import HttpGetSpec, TcpSocketSpec
 from sidecar.model import ContainerSpec
-from sidecar.runtime.attempt import CRASH_LOG_EVERY, MAX_PROBE_RETRIES, GuardedProbe, LivenessChecks
+from sidecar.runtime.attempt import CRASH_LOG_EVERY, MAX_PROBE_RETRIES, CrashLog, GuardedProbe, LivenessChecks
 from tests.target_apps import FlipTarget
 
 LOGGER = logging.getLogger("readiness_sidecar.test")
@@ -44,21 +44,39 @@ class ExplodingProbe(ProbeBase):
 @pytest.mark.parametrize("at_once", [False, True], ids=["on the loop", "in start"])
 async def test_an_exception_is_a_failure_with_a_short_reason(at_once: bool) -> None:
     probe = ExplodingProbe(OSError(24, "Too many open files"), at_once=at_once)
-    result = await GuardedProbe(probe, "app", LOGGER).attempt(1.0)
-    assert (result.outcome.value, result.message) == ("failure", "probe error: OSError")
+    result = await GuardedProbe(probe, "app", LOGGER, CrashLog(LOGGER)).attempt(1.0)
+    # The errno's name, what an operator greps for, not "OSError".
+    assert (result.outcome.value, result.message) == ("failure", "probe error: EMFILE: too many open files")
     assert result.duration >= 0
 
 
 async def test_a_crashing_probe_logs_once_per_window_not_once_per_attempt(caplog: pytest.LogCaptureFixture) -> None:
     probe = ExplodingProbe(RuntimeError("bug"))
-    guarded = GuardedProbe(probe, "app", LOGGER)
+    guarded = GuardedProbe(probe, "app", LOGGER, CrashLog(LOGGER))
     with caplog.at_level(logging.ERROR, logger=LOGGER.name):
         for _ in range(50):
             await guarded.attempt(1.0)
     assert probe.calls == 50
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1, lines
-    assert "app: probe error: RuntimeError('bug')" in lines[0] and f"{CRASH_LOG_EVERY:g}s" in lines[0]
+    assert lines[0].startswith("app: probe error: RuntimeError (RuntimeError('bug') at "), lines[0]
+    assert f"{CRASH_LOG_EVERY:g}s" in lines[0]
+
+
+async def test_one_reason_in_many_containers_is_one_line_that_counts_the_rest(caplog: pytest.LogCaptureFixture) -> None:
+    # EMFILE hits every container at once: 100 identical lines would say no more than one.
+    crash_log = CrashLog(LOGGER)
+    guards = [
+        GuardedProbe(ExplodingProbe(OSError(24, "Too many open files")), f"c{i}", LOGGER, crash_log) for i in range(100)
+    ]
+    with caplog.at_level(logging.ERROR, logger=LOGGER.name):
+        results = [await guard.attempt(1.0) for guard in guards]
+        await GuardedProbe(ExplodingProbe(RuntimeError("bug")), "other", LOGGER, crash_log).attempt(1.0)
+    assert {r.message for r in results} == {"probe error: EMFILE: too many open files"}
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and crash_log.lines == 2, lines
+    assert lines[0].startswith("c0: probe error: EMFILE: too many open files (OSError(24, "), lines[0]
+    assert lines[1].startswith("other: probe error: RuntimeError (") and "99 more held back" in lines[1], lines[1]
 
 
 async def test_cancellation_is_not_swallowed() -> None:

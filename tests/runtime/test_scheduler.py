@@ -286,3 +286,42 @@ async def test_the_aggressive_schedule_is_fixed_rate_and_skips_missed_ticks() ->
     steps = [(b - a) / interval for a, b in itertools.pairwise(due)]
     assert len(steps) >= 5, steps
     assert all(round(step) >= 2 and abs(step - round(step)) < 0.05 for step in steps), steps
+
+
+class BrokenObserver(StateObserver):
+    """An observer with a bug that raises on its first `failures` calls: record() raises with it."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    def attempt_recorded(self, container: ContainerState, result: ProbeResult, lateness: float) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise RuntimeError(f"observer bug {self.calls}")
+
+
+@pytest.mark.parametrize("period", [0.0, 0.02], ids=["aggressive", "period"])
+async def test_an_exception_in_the_schedulers_own_code_ends_one_attempt_not_the_schedule(
+    period: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The kubelet's worker eats a panic and probes on the next tick
+    # (kubernetes pkg/kubelet/prober/worker.go, doProbe: HandleCrash sets keepGoing = true).
+    ready = await FlipTarget.start(200)
+    broken = BrokenObserver(failures=20)
+    state = AggregateState([http_spec(ready, period=period)], observers=[broken])
+    logger = logging.getLogger(f"readiness_sidecar.test.crash.{period}")  # a CrashLog of its own
+    probe = GuardedProbe(build_probe(state.containers["app"].spec.handler), "app", logger)  # type: ignore[arg-type]
+    task = asyncio.create_task(
+        ContainerScheduler(state, state.containers["app"].spec, probe, AggressivePolicy(), logger).run()
+    )
+    try:
+        with caplog.at_level(logging.ERROR, logger=logger.name):
+            assert await state.wait_ready(10)
+        assert broken.calls > broken.failures and not task.done()
+        assert state.dead_schedulers == {}
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 1 and lines[0].startswith("app: scheduler: probe error: RuntimeError"), lines
+    finally:
+        await stop([task])
+        await ready.stop()

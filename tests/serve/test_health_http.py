@@ -173,11 +173,19 @@ class _BrokenObserver(StateObserver):
             raise RuntimeError("observer bug")
 
 
-async def test_healthz_turns_503_when_a_scheduler_dies(sidecar: tuple[Sidecar, str]) -> None:
+async def test_healthz_stays_200_when_every_attempt_raises_and_turns_503_when_a_scheduler_dies(
+    sidecar: tuple[Sidecar, str],
+) -> None:
+    # An attempt that raises ends that attempt, never the schedule, as the kubelet's worker
+    # goes on (kubernetes pkg/kubelet/prober/worker.go, doProbe: HandleCrash, keepGoing).
     car, base = sidecar
     assert (await get(base + "/healthz"))[0] == 200
     car.state.observe(_BrokenObserver())
-    await car.state.wait_for(lambda: bool(car.state.dead_schedulers), 2.0)
+    attempts = car.state.containers["app"].attempts
+    assert not await car.state.wait_for(lambda: bool(car.state.dead_schedulers), 0.5)
+    assert car.state.containers["app"].attempts > attempts, "the schedule went on"
+    assert (await get(base + "/healthz"))[0] == 200
+    car.state.scheduler_died("app", "RuntimeError('bug')")  # what a scheduler that can't go on reports
     status, body = await get(base + "/healthz")
     assert status == 503 and body["dead_schedulers"] == ["app"]
 
