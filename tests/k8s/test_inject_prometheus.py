@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
 from typing import Any
 
 import aiohttp
 import pytest
 
 from sidecar.contract import METRICS_PORT_ANNOTATION, STATUS_ANNOTATION
-from tests.conftest import REPO, sidecar_cmd
 from tests.k8s import test_webhook
+from tests.k8s.test_inject_annotations import inject_cli
 from tests.k8s.test_webhook import admission_review, patched
 
-IMAGE = "registry.example/readiness-sidecar:0.1.0"
 ANNOUNCED = {"prometheus.io/scrape": "true", "prometheus.io/port": "8552", "prometheus.io/path": "/metrics"}
 
 
@@ -48,15 +46,7 @@ def deployment(annotations: dict[str, str] | None = None) -> dict[str, Any]:
 
 
 def inject(obj: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
-    done = subprocess.run(
-        sidecar_cmd("inject", "--image", IMAGE),
-        input=json.dumps(obj),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=30,
-        cwd=REPO,
-    )
+    done = inject_cli(obj, env)
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
     return result
