@@ -1,12 +1,18 @@
 """Handler specs: what to probe, resolved and validated.
 
 The config loader (`sidecar.config`) produces these; a probe consumes one. Ports are
-always numbers here: named ports were resolved by the loader.
+always numbers here: named ports were resolved by the loader, and so is the host.
+
+`host_defaulted` (httpGet, tcpSocket) is True when the source named no host and `host` is
+the load's default (127.0.0.1, or POD_IP with --probe-host pod-ip). No probe reads it: it is
+for inject's encoder, which writes a host exactly where one was written, so that the
+injected sidecar's own --probe-host decides the rest. It is not part of equality: the same
+target is the same check, however it was written.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # The kubelet sends its own version; we present a current release so servers that
 # special-case kube-probe see what they would see from a real kubelet.
@@ -29,6 +35,7 @@ class HttpGetSpec:
     scheme: str = "http"  # "http" or "https", lower case
     # (name, value) pairs in the order given; names may repeat, as in httpHeaders.
     headers: tuple[tuple[str, str], ...] = ()
+    host_defaulted: bool = field(default=False, compare=False)
 
     @property
     def kind(self) -> str:
@@ -44,6 +51,7 @@ class HttpGetSpec:
 class TcpSocketSpec:
     port: int
     host: str = DEFAULT_HOST
+    host_defaulted: bool = field(default=False, compare=False)
 
     @property
     def kind(self) -> str:

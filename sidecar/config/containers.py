@@ -196,7 +196,7 @@ def _container(
         return spec(*convert_probe(entry["readinessProbe"], ctx, "readinessProbe", ports))
     if ports.serving is not None:
         # Knative's default readiness probe: TCP on the container's first port.
-        return spec(TcpSocketSpec(port=ports.serving, host=ports.host))
+        return spec(TcpSocketSpec(port=ports.serving, host=ports.host, host_defaulted=True))
     if in_manifest:
         return spec(None)
     raise ctx.error("", "no readinessProbe and no ports: nothing to probe")

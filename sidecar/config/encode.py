@@ -2,9 +2,13 @@
 
 `inject` writes what the loader resolved (named ports as numbers, Knative's
 defaults made explicit), so the sidecar reads back exactly the probes the
-manifest had, whatever the manifest's quirks.
+manifest had, whatever the manifest's quirks. A host is the exception: it is
+written exactly where the source wrote one (`host_defaulted` is False), 127.0.0.1
+too, and left out elsewhere, so that the sidecar's own --probe-host places the rest.
 
-    entry = container_entry(ContainerSpec("web", HttpGetSpec(port=8080, path="/ready")))
+    handler = HttpGetSpec(port=8080, path="/ready", host_defaulted=True)  # loaded from a probe without a host
+    spec = ContainerSpec("web", handler)
+    entry = container_entry(spec)
     # {"name": "web", "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}}}
     compact_json(containers_document([spec]))  # '{"containers":[{"name":"web",...}]}'
 """
@@ -15,7 +19,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from probes.spec import DEFAULT_HOST, ExecSpec, GrpcSpec, HandlerSpec, HttpGetSpec, TcpSocketSpec
+from probes.spec import ExecSpec, GrpcSpec, HandlerSpec, HttpGetSpec, TcpSocketSpec
 from sidecar.model import (
     DEFAULT_FAILURE_THRESHOLD,
     DEFAULT_SUCCESS_THRESHOLD,
@@ -66,7 +70,7 @@ def probe_document(handler: HandlerSpec, timing: ProbeTiming) -> dict[str, Any]:
 def handler_document(handler: HandlerSpec) -> dict[str, Any]:
     if isinstance(handler, HttpGetSpec):
         action: dict[str, Any] = {"path": handler.path, "port": handler.port}
-        if handler.host != DEFAULT_HOST:
+        if not handler.host_defaulted:
             action["host"] = handler.host
         if handler.scheme != "http":
             action["scheme"] = handler.scheme.upper()
@@ -75,11 +79,11 @@ def handler_document(handler: HandlerSpec) -> dict[str, Any]:
         return {"httpGet": action}
     if isinstance(handler, TcpSocketSpec):
         tcp: dict[str, Any] = {"port": handler.port}
-        if handler.host != DEFAULT_HOST:
+        if not handler.host_defaulted:
             tcp["host"] = handler.host
         return {"tcpSocket": tcp}
     if isinstance(handler, GrpcSpec):
-        # corev1's GRPCAction has no host: the kubelet always dials the pod IP, we dial 127.0.0.1.
+        # corev1's GRPCAction has no host: the kubelet always dials the pod IP, the sidecar where --probe-host says.
         grpc: dict[str, Any] = {"port": handler.port}
         if handler.service:
             grpc["service"] = handler.service

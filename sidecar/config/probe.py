@@ -162,7 +162,7 @@ def convert_probe(
         handler = _exec(probe.exec, ctx, join_field(prefix, "exec"), ports.env)
     elif ports.default is not None:
         # Knative gives a handler-less readiness probe a TCP check on the serving port.
-        handler = TcpSocketSpec(port=ports.default, host=ports.host)
+        handler = TcpSocketSpec(port=ports.default, host=ports.host, host_defaulted=True)
     else:
         raise ctx.error(prefix, "no handler; set one of httpGet, tcpSocket, grpc or exec")
     return handler, _timing(probe)
@@ -200,6 +200,7 @@ def _http_get(action: HTTPGetAction, ctx: ErrorContext, prefix: str, ports: Cont
         host=_host(action.host, ctx, join_field(prefix, "host"), ports.host),
         scheme=scheme,
         headers=tuple(headers),
+        host_defaulted=not action.host,
     )
 
 
@@ -207,6 +208,7 @@ def _tcp_socket(action: TCPSocketAction, ctx: ErrorContext, prefix: str, ports: 
     return TcpSocketSpec(
         port=resolve_port(action.port, ctx, join_field(prefix, "port"), ports),
         host=_host(action.host, ctx, join_field(prefix, "host"), ports.host),
+        host_defaulted=not action.host,
     )
 
 

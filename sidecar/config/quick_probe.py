@@ -58,7 +58,7 @@ def parse_probe_flag(flag: str, *, default_host: str = DEFAULT_HOST) -> Containe
         settings.apply(key, value, ctx, handler)
     if settings.headers:
         assert isinstance(handler, HttpGetSpec)  # apply() refused headers elsewhere
-        handler = HttpGetSpec(handler.port, handler.path, handler.host, handler.scheme, tuple(settings.headers))
+        handler = replace(handler, headers=tuple(settings.headers))
     return ContainerSpec(
         name=name,
         handler=handler,
@@ -95,17 +95,17 @@ def _handler(target: str, ctx: ErrorContext, default_host: str) -> HandlerSpec:
         raise ctx.error("", f"unknown scheme {quote(scheme)} ({_SCHEMES_HINT})")
     cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
     netloc, tail = rest[:cut], rest[cut:]
-    host, port = _host_port(netloc, ctx, _DEFAULT_PORTS.get(scheme), scheme)
-    host = host or default_host
+    written, port = _host_port(netloc, ctx, _DEFAULT_PORTS.get(scheme), scheme)
+    host = written or default_host
     if scheme in ("http", "https"):
         path = tail if tail.startswith("/") else "/" + tail
         if not is_path(path) or " " in path:
             raise ctx.error("", "the path must not contain spaces or control characters")
-        return HttpGetSpec(port=port, path=path, host=host, scheme=scheme)
+        return HttpGetSpec(port=port, path=path, host=host, scheme=scheme, host_defaulted=not written)
     if scheme == "tcp":
         if tail not in ("", "/"):
             raise ctx.error("", f"tcp:// takes no path, got {quote(tail)}")
-        return TcpSocketSpec(port=port, host=host)
+        return TcpSocketSpec(port=port, host=host, host_defaulted=not written)
     if tail and not tail.startswith("/"):
         raise ctx.error("", f"grpc:// takes an optional /service, got {quote(tail)}")
     if not is_path(tail) or " " in tail:

@@ -15,21 +15,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from probes.spec import DEFAULT_HOST
 from sidecar.config.containers import containers_from_document, probe_modes
 from sidecar.config.documents import load_documents
 from sidecar.config.pod_template import PodSpecRef, find_pod_specs, watched_containers, with_original_probes
-from sidecar.contract import CONFIG_ENV, LINT_IGNORE_ANNOTATION, SIDECAR_NAME
+from sidecar.contract import CONFIG_ENV, LINT_IGNORE_ANNOTATION, PROBE_HOST_POD_IP, SIDECAR_NAME
 from sidecar.durations import parse_duration
 from sidecar.errors import ConfigError, ErrorContext, join_field, quote
 from sidecar.k8s.inject import sidecar_entry
 from sidecar.k8s.lint_container import ContainerLint, Deadline, covers, field_line, field_problem, leading_field
 from sidecar.k8s.lint_rules import RULES_BY_ID, Finding
 from sidecar.k8s.options import InjectOptions
-from sidecar.k8s.pod_settings import pod_settings
+from sidecar.k8s.pod_settings import PodSettings, pod_settings
 from sidecar.model import ContainerSpec
 
 PROGRESS_DEADLINE_ANNOTATION = "serving.knative.dev/progress-deadline"
 DEFAULT_PROGRESS_DEADLINE_SECONDS = 600.0  # Knative's config-deployment and a Deployment's default
+# lint has no pod IP: under probe-host pod-ip this stands for it, in comparisons and in the
+# targets messages show. The space makes it a host no probe can name (config.wire_text.is_host).
+POD_IP_STAND_IN = "<pod IP>"
 # Kinds whose pods run to completion: nothing routes traffic to them, so readiness means nothing.
 RUN_TO_COMPLETION_KINDS = frozenset({"Job", "CronJob"})
 # Any other restartPolicy is a pod that completes; a workload's template is always "Always".
@@ -71,7 +75,8 @@ def _template_findings(ref: PodSpecRef, source: str, exec_probes: str) -> list[F
         settings = pod_settings(ref, ctx, InjectOptions(exec_probes=exec_probes))
     except ConfigError as err:
         return [_template_finding(ref, source, "invalid-manifest", field_problem(err))]
-    injected = _injected_config(ref)
+    host = _default_host(settings)
+    injected = _injected_config(ref, host)
     findings: list[Finding] = []
     if injected is None and _takes_traffic(ref) and not any(c.entry.get("readinessProbe") for c in watched):
         findings.append(_no_readiness_probe(ref, source))
@@ -79,7 +84,7 @@ def _template_findings(ref: PodSpecRef, source: str, exec_probes: str) -> list[F
         if injected is not None and container.name == SIDECAR_NAME:
             continue
         aggressive = modes[container.name].aggressive if modes is not None else None
-        lint = ContainerLint(ref, source, container, deadline, injected, aggressive, settings.health_port)
+        lint = ContainerLint(ref, source, container, deadline, injected, aggressive, settings.health_port, host)
         findings.extend(lint.run(exec_probes=settings.exec_probes))
     return findings
 
@@ -160,7 +165,12 @@ def _progress_deadline(ref: PodSpecRef, ctx: ErrorContext) -> Deadline | None:
     return None  # a Pod, Job or StatefulSet has no deadline to miss
 
 
-def _injected_config(ref: PodSpecRef) -> Mapping[str, ContainerSpec] | None:
+def _default_host(settings: PodSettings) -> str:
+    """Where the pod's sidecar sends a probe that names no host, as lint can write it."""
+    return POD_IP_STAND_IN if settings.probe_host == PROBE_HOST_POD_IP else DEFAULT_HOST
+
+
+def _injected_config(ref: PodSpecRef, host: str) -> Mapping[str, ContainerSpec] | None:
     """For an injected template: the sidecar's view of each container (its config env), by name."""
     entry = sidecar_entry(ref.pod_spec)
     if entry is None:
@@ -170,7 +180,7 @@ def _injected_config(ref: PodSpecRef) -> Mapping[str, ContainerSpec] | None:
             try:
                 # str(): a round-trip read gives a ScalarString, which libyaml does not take.
                 docs = load_documents(env["value"], CONFIG_ENV)
-                loaded = containers_from_document(docs[0], ErrorContext(CONFIG_ENV), CONFIG_ENV)
+                loaded = containers_from_document(docs[0], ErrorContext(CONFIG_ENV), CONFIG_ENV, default_host=host)
             except (ConfigError, IndexError):
                 return {}
             return {spec.name: spec for spec in loaded.containers}

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from probes.spec import ExecSpec, GrpcSpec, HandlerSpec, HttpGetSpec, TcpSocketSpec
+from probes.spec import DEFAULT_HOST, ExecSpec, GrpcSpec, HandlerSpec, HttpGetSpec, TcpSocketSpec
 from sidecar.config.documents import position
 from sidecar.config.pod_template import PodSpecRef, WatchedContainer
 from sidecar.config.probe import ContainerContext, convert_probe, pod_container_context
@@ -68,6 +68,7 @@ class ContainerLint:
         injected: Mapping[str, ContainerSpec] | None,
         aggressive: bool | None = None,
         health_port: int = HEALTH_PORT,
+        host: str = DEFAULT_HOST,
     ) -> None:
         self.ref, self.source, self.container = ref, source, container
         self.health_port = health_port  # where inject's drain hooks and routed checks point in this pod
@@ -76,7 +77,8 @@ class ContainerLint:
         self.aggressive = aggressive  # the readiness probe's mode; None: periodSeconds decides (Knative)
         self.ctx = ErrorContext(source, ref.label).within(f"container {quote(container.name)}")
         self.findings: list[Finding] = []
-        self.ports = ContainerContext()
+        self.host = host  # where a probe that names no host goes in this pod (lint._default_host)
+        self.ports = ContainerContext(host=host)
         self.knative_sidecar = False
         self.probes: dict[str, Probe] = {}  # the probes whose fields are valid, by kind
 
@@ -86,7 +88,7 @@ class ContainerLint:
 
     def run(self, *, exec_probes: str) -> list[Finding]:
         try:
-            self.ports = pod_container_context(self.ref, self.container, self.ctx)
+            self.ports = pod_container_context(self.ref, self.container, self.ctx, host=self.host)
         except ConfigError as err:
             self.add("invalid-manifest", field_problem(err))
         # In Knative only the serving container has a port to fill in; the others are sidecars.
@@ -241,7 +243,7 @@ class ContainerLint:
         if self.injected is not None and self.name in self.injected:
             return self.injected[self.name].handler
         if self.ref.knative and self.ports.default is not None:
-            return TcpSocketSpec(port=self.ports.default)
+            return TcpSocketSpec(port=self.ports.default, host=self.ports.host, host_defaulted=True)
         return None
 
     def _liveness_covered(self, handlers: Mapping[str, HandlerSpec | None]) -> None:

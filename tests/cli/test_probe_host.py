@@ -18,8 +18,9 @@ import pytest
 from aiohttp import web
 
 from probes.spec import join_host_port
-from sidecar.contract import CONFIG_ENV, POD_IP_ENV, PROBE_HOST_ENV
+from sidecar.contract import CONFIG_ENV, POD_IP_ENV, PROBE_HOST_ANNOTATION, PROBE_HOST_ENV
 from tests.conftest import sidecar_cmd
+from tests.k8s.test_inject_annotations import env_of, inject_cli, sidecar_of
 from tests.sidecar_process import SidecarProcess
 
 # Every 127/8 address is the loopback interface's on Linux: a second address with no setup.
@@ -205,3 +206,67 @@ async def test_what_inject_writes_follows_the_setting_in_the_pod(app: PodIpApp, 
     pod_ip = await cli(env, "check", "--json", "--probe-host", "pod-ip")
     assert (default.returncode, pod_ip.returncode) == (1, 0), (default.stdout, pod_ip.stderr)
     assert one_row(pod_ip)["target"] == f"http://{STAND_IN_POD_IP}:{app.port}/ready"
+
+
+async def test_an_injected_sidecar_under_pod_ip_keeps_an_explicit_loopback_host_on_loopback(
+    app: PodIpApp, sidecar_env: dict[str, str]
+) -> None:
+    # The kubelet keeps an explicit host and sends only the rest to the pod IP (kubernetes
+    # pkg/kubelet/prober/prober.go, runProbe; pkg/probe/http/request.go, GetProbeUrl).
+    loopback = PodIpApp("127.0.0.1")
+    await loopback.start()
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "hosts", "annotations": {PROBE_HOST_ANNOTATION: "pod-ip"}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "proxy",
+                    "image": "example.com/proxy:1",
+                    "readinessProbe": {"httpGet": {"path": "/ready", "port": loopback.port, "host": "127.0.0.1"}},
+                },
+                {
+                    "name": "db",
+                    "image": "example.com/db:1",
+                    "readinessProbe": {"tcpSocket": {"port": loopback.port, "host": "127.0.0.1"}},
+                },
+                {
+                    "name": "web",
+                    "image": "example.com/web:1",
+                    "readinessProbe": {"httpGet": {"path": "/ready", "port": app.port}},
+                },
+            ]
+        },
+    }
+    try:
+        injected = await asyncio.to_thread(inject_cli, manifest, sidecar_env)
+        assert injected.returncode == 0, injected.stderr
+        sidecar_env_vars = env_of(sidecar_of(json.loads(injected.stdout)))
+        car = await SidecarProcess.start(
+            "--health-port",
+            "0",
+            "--grpc-port",
+            "off",
+            "--metrics-port",
+            "off",
+            "--probe-host",
+            sidecar_env_vars[PROBE_HOST_ENV],
+            env={CONFIG_ENV: sidecar_env_vars[CONFIG_ENV], POD_IP_ENV: STAND_IN_POD_IP},
+        )
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(car.base + "/ready?wait=5s") as ready:
+                    assert ready.status == 200, await ready.text()
+                async with session.get(car.base + "/status") as status:
+                    containers = (await status.json())["containers"]
+        finally:
+            await car.stop()
+    finally:
+        await loopback.stop()
+    assert {c["name"]: c["target"] for c in containers} == {
+        "proxy": f"http://127.0.0.1:{loopback.port}/ready",
+        "db": f"tcp://127.0.0.1:{loopback.port}",
+        "web": f"http://{STAND_IN_POD_IP}:{app.port}/ready",
+    }
+    assert loopback.hosts and app.hosts, "each app got its own probe"

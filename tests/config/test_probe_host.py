@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from probes.spec import DEFAULT_HOST, HttpGetSpec
+from probes.spec import DEFAULT_HOST, HttpGetSpec, TcpSocketSpec
+from sidecar.config.encode import compact_json, containers_document, handler_document
 from sidecar.config.loader import default_probe_host, load_config
 from sidecar.contract import (
     CONFIG_ENV,
@@ -74,6 +75,41 @@ def test_pod_ip_is_the_host_of_every_probe_that_names_none_and_an_explicit_host_
     }
     live = {spec.name: spec for spec in config.containers}["live"].liveness
     assert live == HttpGetSpec(port=8081, path="/live", host=POD_IP)
+
+
+def written_hosts(config: SidecarConfig) -> dict[str, str | None]:
+    """Each container's host as the encoder writes it back: None where the source wrote none."""
+    hosts: dict[str, str | None] = {}
+    for spec in config.containers:
+        for kind, handler in (("", spec.handler), ("/liveness", spec.liveness)):
+            if isinstance(handler, HttpGetSpec | TcpSocketSpec):
+                action = next(iter(handler_document(handler).values()))
+                hosts[spec.name + kind] = action.get("host")
+    return hosts
+
+
+@pytest.mark.parametrize("probe_host", [PROBE_HOST_POD_IP, PROBE_HOST_LOCALHOST])
+def test_each_spec_knows_whether_its_host_was_written_and_the_encoder_writes_just_that(probe_host: str) -> None:
+    # inject's encoder must not turn an explicit 127.0.0.1 into "no host": under pod-ip the
+    # sidecar would send that probe to the pod IP, where the kubelet keeps an explicit host.
+    flags = ["flag=tcp://:1", "flag-loop=http://127.0.0.1:2/"]
+    config = load(environ={CONFIG_ENV: json.dumps(CONTAINERS_FILE)}, probe_flags=flags, probe_host=probe_host)
+    assert written_hosts(config) == {
+        "web": None,
+        "web-host": "127.0.0.1",
+        "db": None,
+        "db-host": "db.local",
+        "plain": None,
+        "live": None,
+        "live/liveness": None,
+        "flag": None,
+        "flag-loop": "127.0.0.1",
+    }
+    reloaded = load(environ={CONFIG_ENV: compact_json(containers_document(config.containers))}, probe_host=probe_host)
+    assert targets(reloaded) == targets(config)
+    assert written_hosts(reloaded) == written_hosts(config)
+    # The same target is the same check, however it was written (lint's `covers` compares specs).
+    assert TcpSocketSpec(port=1, host_defaulted=True) == TcpSocketSpec(port=1, host=DEFAULT_HOST)
 
 
 def test_localhost_the_default_keeps_127_0_0_1_and_ignores_pod_ip() -> None:

@@ -16,6 +16,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
+from sidecar.config.istio import APP_PROBERS_ENV, STATUS_ANNOTATION
 from sidecar.contract import (
     CONFIG_ENV,
     DRAIN_PATH,
@@ -179,6 +180,92 @@ def test_probe_host_pod_ip_gives_the_sidecar_the_pod_ip_from_the_downward_api(si
     kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
     default = env_of(sidecar_of(injected_by_cli(pod({PROBE_HOST_ANNOTATION: "localhost"}), sidecar_env)))
     assert PROBE_HOST_ENV not in default and POD_IP_ENV not in default
+
+
+def hosts_pod(annotations: dict[str, str]) -> dict[str, Any]:
+    """A Pod whose probes name 127.0.0.1 explicitly (httpGet, tcpSocket, a tcp liveness probe) or no host."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "hosts", "annotations": annotations},
+        "spec": {
+            "containers": [
+                {
+                    "name": "loopback",
+                    "image": "example.com/proxy:1",
+                    "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080, "host": "127.0.0.1"}},
+                    "livenessProbe": {"tcpSocket": {"port": 8080, "host": "127.0.0.1"}},
+                },
+                {
+                    "name": "db",
+                    "image": "example.com/db:1",
+                    "readinessProbe": {"tcpSocket": {"port": 5432, "host": "127.0.0.1"}},
+                },
+                {
+                    "name": "web",
+                    "image": "example.com/web:1",
+                    "readinessProbe": {"httpGet": {"path": "/ready", "port": 9090}},
+                    "livenessProbe": {"tcpSocket": {"port": 9090}},
+                },
+                {"name": "cache", "image": "example.com/cache:1", "ports": [{"containerPort": 6379}]},
+            ]
+        },
+    }
+
+
+@pytest.mark.parametrize("probe_host", ["pod-ip", "localhost"])
+def test_inject_writes_a_host_exactly_where_the_manifest_names_one_whatever_the_probe_host(
+    probe_host: str, sidecar_env: dict[str, str]
+) -> None:
+    # The kubelet sends a probe without a host to the pod IP and keeps an explicit one
+    # (kubernetes pkg/kubelet/prober/prober.go, runProbe; pkg/probe/http/request.go): an
+    # explicit 127.0.0.1 must reach the sidecar, or under pod-ip it probes the pod IP instead.
+    obj = injected_by_cli(hosts_pod({PROBE_HOST_ANNOTATION: probe_host}), sidecar_env, "--rewrite-liveness")
+    config = {c["name"]: c for c in json.loads(env_of(sidecar_of(obj))[CONFIG_ENV])["containers"]}
+    assert config["loopback"]["readinessProbe"]["httpGet"] == {"path": "/ready", "port": 8080, "host": "127.0.0.1"}
+    assert config["loopback"]["livenessProbe"]["tcpSocket"] == {"port": 8080, "host": "127.0.0.1"}
+    assert config["db"]["readinessProbe"]["tcpSocket"] == {"port": 5432, "host": "127.0.0.1"}
+    assert config["web"]["readinessProbe"]["httpGet"] == {"path": "/ready", "port": 9090}
+    assert config["web"]["livenessProbe"]["tcpSocket"] == {"port": 9090}
+    assert config["cache"]["readinessProbe"]["tcpSocket"] == {"port": 6379}, "Knative's default check names none"
+
+
+def test_an_istio_pods_probers_keep_the_host_their_author_wrote_or_none(sidecar_env: dict[str, str]) -> None:
+    # Istio keeps each original action whole in ISTIO_KUBE_APP_PROBERS, host included or left
+    # out (istio/istio pkg/kube/inject/app_probe.go, kubeProbeToInternalProber).
+    probers = {
+        "/app-health/loopback/readyz": {"httpGet": {"path": "/ready", "port": 8080, "host": "127.0.0.1"}},
+        "/app-health/web/readyz": {"tcpSocket": {"port": 9090}},
+    }
+    status = json.dumps({"containers": ["istio-proxy"], "initContainers": ["istio-init"]})
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "meshed", "annotations": {PROBE_HOST_ANNOTATION: "pod-ip", STATUS_ANNOTATION: status}},
+        "spec": {
+            "containers": [
+                *(
+                    {
+                        "name": name,
+                        "image": f"example.com/{name}:1",
+                        "readinessProbe": {"httpGet": {"path": f"/app-health/{name}/readyz", "port": 15020}},
+                    }
+                    for name in ("loopback", "web")
+                ),
+                {
+                    "name": "istio-proxy",
+                    "image": "docker.io/istio/proxyv2:1.24.0",
+                    "env": [{"name": APP_PROBERS_ENV, "value": json.dumps(probers)}],
+                },
+            ]
+        },
+    }
+    config = {
+        c["name"]: c
+        for c in json.loads(env_of(sidecar_of(injected_by_cli(manifest, sidecar_env)))[CONFIG_ENV])["containers"]
+    }
+    assert config["loopback"]["readinessProbe"]["httpGet"] == {"path": "/ready", "port": 8080, "host": "127.0.0.1"}
+    assert config["web"]["readinessProbe"]["tcpSocket"] == {"port": 9090}
 
 
 def test_a_deployments_template_annotations_are_the_ones_read(sidecar_env: dict[str, str]) -> None:

@@ -241,6 +241,36 @@ def test_knatives_default_readiness_covers_a_tcp_liveness_on_the_serving_port() 
     assert rules_of(manifest) == []
 
 
+def annotated_pod(annotations: str, container: str) -> str:
+    """A Pod with annotations (a YAML flow mapping) and one container."""
+    metadata = f"{{name: p, annotations: {annotations}}}"
+    return f"apiVersion: v1\nkind: Pod\nmetadata: {metadata}\nspec: {{containers: [{container}]}}\n"
+
+
+@pytest.mark.parametrize("probe_host", ["pod-ip", "localhost"])
+def test_under_pod_ip_a_check_without_a_host_and_one_of_127_0_0_1_are_two_checks(probe_host: str) -> None:
+    # With pod-ip a probe without a host goes to the pod IP and an explicit host is kept, as
+    # the kubelet's (kubernetes pkg/kubelet/prober/prober.go, runProbe): 127.0.0.1:8080 and the
+    # pod IP's 8080 are two sockets, and an app may listen on one of them only.
+    annotations = f"{{readiness-sidecar.io/probe-host: {probe_host}}}"
+    readiness = "readinessProbe: {httpGet: {port: 8080, path: /ready}}"
+    explicit = annotated_pod(
+        annotations,
+        f"{{name: app, image: x, {readiness}, livenessProbe: {{tcpSocket: {{port: 8080, host: 127.0.0.1}}}}}}",
+    )
+    assert rules_of(explicit) == (["liveness-not-covered"] if probe_host == "pod-ip" else [])
+    neither = annotated_pod(
+        annotations, f"{{name: app, image: x, {readiness}, livenessProbe: {{tcpSocket: {{port: 8080}}}}}}"
+    )
+    assert rules_of(neither) == []
+    other_path = annotated_pod(
+        annotations, f"{{name: app, image: x, {readiness}, livenessProbe: {{httpGet: {{port: 8080, path: /live}}}}}}"
+    )
+    (finding,) = lint_text(other_path)
+    where = "<pod IP>" if probe_host == "pod-ip" else "127.0.0.1"
+    assert f"livenessProbe (http://{where}:8080/live) is not covered by readiness" in finding.message
+
+
 # -- real manifests, and what inject made of them ------------------------------------
 
 
