@@ -24,7 +24,7 @@ from probes.spec import join_host_port
 from sidecar.contract import LOGGER_NAME
 from sidecar.errors import ConfigError
 from sidecar.model import SidecarConfig
-from sidecar.runtime.attempt import GuardedProbe, LivenessChecks
+from sidecar.runtime.attempt import GuardedProbe, RoutedChecks
 from sidecar.runtime.drain import Drainer
 from sidecar.runtime.scheduler import ContainerScheduler, Ticker
 from sidecar.runtime.settings import RunSettings, flag_name
@@ -76,7 +76,7 @@ class Sidecar:
         self.clock = clock or Clock()
         self.state = AggregateState(config.containers, clock=self.clock)
         self.drainer = Drainer(self.state, settings.drain_seconds, logger=self.logger)
-        routed = LivenessChecks(config.containers, self.logger, self.state)  # /live, /startup
+        routed = RoutedChecks(config.containers, self.logger, self.state)  # /live, /startup
         self.http = HealthHttpServer(self.state, self.drainer, routed)
         # The health server first: its hooks answer held long-polls, the change's most urgent reader.
         observers: list[StateObserver] = [self.http, TransitionLogger(self.logger, self.clock)]

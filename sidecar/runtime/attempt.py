@@ -15,7 +15,7 @@ the next tick probed).
     result = await probe.attempt(timeout=1.0)      # never raises, but for cancellation
     started = probe.start(timeout=1.0)             # a ProbeResult now, or a coroutine (probes/base.py)
     rows = await check_once(config, logger)        # `check`: every container once, in parallel
-    result = await LivenessChecks(specs, logger, state).check("app")   # /live/app
+    result = await RoutedChecks(specs, logger, state).check("app")   # /live/app
 """
 
 from __future__ import annotations
@@ -207,7 +207,7 @@ def check_exit_code(rows: list[CheckRow]) -> int:
     return 0 if all(row.passed for row in gating) else 1
 
 
-class LivenessChecks:
+class RoutedChecks:
     """The liveness and startup checks `inject --rewrite-liveness` routes through the sidecar
     (GET /live/<name>, /startup/<name>).
 
@@ -216,7 +216,7 @@ class LivenessChecks:
     health port may call it and each attempt starts a connection or a process. Each attempt is
     told to the state's observers once (metrics), however many callers shared it.
 
-        checks = LivenessChecks(config.containers, logger, state)
+        checks = RoutedChecks(config.containers, logger, state)
         result = await checks.check("app", STARTUP)   # /startup/app
     """
 

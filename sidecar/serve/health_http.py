@@ -8,7 +8,7 @@ state's revision changes. A long-poll (`?wait=`) is held by the server, not by a
 the server is a StateObserver, and the hook that learns of the change writes the one
 answer to every waiting connection, inline, before the state's record() returns.
 
-    server = HealthHttpServer(state, drainer, LivenessChecks(config.containers, logger, state))
+    server = HealthHttpServer(state, drainer, RoutedChecks(config.containers, logger, state))
     state.observe(server)        # the app's wiring: how long-polls learn of changes
     port = await server.start("0.0.0.0", 8550)
 """
@@ -34,7 +34,7 @@ from sidecar.contract import (
 )
 from sidecar.durations import parse_duration
 from sidecar.model import LIVENESS, STARTUP
-from sidecar.runtime.attempt import LivenessChecks
+from sidecar.runtime.attempt import RoutedChecks
 from sidecar.runtime.drain import Drainer
 from sidecar.runtime.state import AggregateState, ContainerState, StateObserver, Transition
 from sidecar.serve.http_server import GetOnlyServer, Request
@@ -54,10 +54,10 @@ _AGGREGATE: Hashable = None
 
 
 class HealthHttpServer(StateObserver):
-    def __init__(self, state: AggregateState, drainer: Drainer, liveness: LivenessChecks) -> None:
+    def __init__(self, state: AggregateState, drainer: Drainer, routed: RoutedChecks) -> None:
         self.state = state
         self.drainer = drainer
-        self.liveness = liveness
+        self.routed = routed
         self._ready_cache: tuple[int, Answer | None] = (-1, None)
         self._server = GetOnlyServer(
             {
@@ -189,13 +189,13 @@ class HealthHttpServer(StateObserver):
     def routed_check(self, kind: str, request: Request) -> Answer | None:
         """Run the container's liveness or startup check once, now: the kubelet owns period and thresholds."""
         name = request.param
-        if not self.liveness.has(name, kind):
+        if not self.routed.has(name, kind):
             return json_answer({"error": f"no {kind} check for container {name!r}"}, status=404)
         request.respond_later(self._routed_answer(name, kind))
         return None
 
     async def _routed_answer(self, name: str, kind: str) -> Answer:
-        result = await self.liveness.check(name, kind)
+        result = await self.routed.check(name, kind)
         verdict = _VERDICT_KEYS[kind]
         doc = {"container": name, verdict: result.outcome.ok, "result": result.outcome.value, "reason": result.message}
         return json_answer(doc, status=200 if result.outcome.ok else 503)

@@ -16,7 +16,7 @@ from probes.base import ProbeBase
 from probes.result import Outcome
 from probes.spec import HttpGetSpec, TcpSocketSpec
 from sidecar.model import ContainerSpec
-from sidecar.runtime.attempt import CRASH_LOG_EVERY, MAX_PROBE_RETRIES, CrashLog, GuardedProbe, LivenessChecks
+from sidecar.runtime.attempt import CRASH_LOG_EVERY, MAX_PROBE_RETRIES, CrashLog, GuardedProbe, RoutedChecks
 from tests.target_apps import FlipTarget
 
 LOGGER = logging.getLogger("readiness_sidecar.test")
@@ -99,7 +99,7 @@ async def test_a_real_probe_passes_through_unchanged() -> None:
 async def test_concurrent_liveness_calls_share_one_attempt() -> None:
     target = await FlipTarget.start(200, delay=0.2)
     spec = ContainerSpec("app", TcpSocketSpec(port=target.port), liveness=HttpGetSpec(port=target.port, path="/health"))
-    checks = LivenessChecks([spec, ContainerSpec("db", TcpSocketSpec(port=1))], LOGGER)
+    checks = RoutedChecks([spec, ContainerSpec("db", TcpSocketSpec(port=1))], LOGGER)
     try:
         results = await asyncio.gather(*(checks.check("app") for _ in range(10)))
         again = await checks.check("app")

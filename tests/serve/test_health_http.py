@@ -322,12 +322,12 @@ async def test_head_and_other_methods(sidecar: tuple[Sidecar, str]) -> None:
 
 
 async def test_a_health_server_that_does_not_observe_its_state_refuses_to_start() -> None:
-    from sidecar.runtime.attempt import LivenessChecks
+    from sidecar.runtime.attempt import RoutedChecks
     from sidecar.runtime.drain import Drainer
     from sidecar.runtime.state import AggregateState
     from sidecar.serve.health_http import HealthHttpServer
 
     state = AggregateState([])
-    server = HealthHttpServer(state, Drainer(state, 1.0), LivenessChecks([], logging.getLogger("test")))
+    server = HealthHttpServer(state, Drainer(state, 1.0), RoutedChecks([], logging.getLogger("test")))
     with pytest.raises(RuntimeError, match="observe"):
         await server.start("127.0.0.1", 0)
