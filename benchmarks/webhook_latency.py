@@ -5,12 +5,17 @@
 
 The review is the CREATE of a pod of a 10-container Deployment (every container with a readiness
 probe: httpGet, tcpSocket, grpc and exec in turn), as the ReplicaSet controller creates it
-(generateName, no name). The client is this process (aiohttp, keep-alive, as the API server keeps its
-connections to a webhook): `sequential` is one connection sending one review after another;
-`16 concurrent` is 16 connections, each sending its next review as soon as it has the answer. A
-sample is one POST's round trip: request written, answer read and parsed. The installs alternate
-round by round, so both see the same noise. Prints p50 / p90 / p99 in ms per install and mode, and
-this ÷ baseline of p50 and p99.
+(generateName, no name). Two kinds of load:
+- `same pod`: every review carries the same pod, as a ReplicaSet's scale-up sends them (the API
+  server names a pod only after mutating admission), each with its own uid;
+- `distinct pods`: every pod differs (a label of its own), as many workloads rolling out at once.
+The client is this process (aiohttp, keep-alive, as the API server keeps its connections to a
+webhook): `sequential` is one connection sending one review after another; `16 concurrent` is 16
+connections, each sending its next review as soon as it has the answer. A sample is one POST's
+round trip: request written, answer read and parsed. The installs alternate round by round, so both
+see the same noise. Prints p50 / p90 / p99 in ms per install and load, the CPU each review cost the
+webhook and this client (they share the machine's cores: with C clients in flight on one webhook
+loop, a review waits for about C x the webhook's CPU per review), and this / baseline of p50 and p99.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,7 @@ import aiohttp
 import trustme
 
 from benchmarks.baseline import install_revision
+from benchmarks.proc_usage import cpu_seconds
 from benchmarks.sidecar_process import REPO, THIS_CHECKOUT, SidecarInstall, with_bytecode_cache
 from benchmarks.stats import Summary, summarize
 
@@ -39,6 +46,8 @@ CONTAINERS = 10
 CONCURRENCY = 16
 HANDLERS = ("httpGet", "tcpSocket", "grpc", "exec")
 START_TIMEOUT = 20.0
+SAME_POD = "same pod"
+DISTINCT_PODS = "distinct pods"
 _LISTENING = re.compile(r"webhook listening on https://127\.0\.0\.1:(\d+) ")
 # Every install is asked for nothing but what the baseline's CLI already takes.
 _WEBHOOK_ARGS = ("--bind", "127.0.0.1", "--port", "0", "--image", "registry.example/readiness-sidecar:bench")
@@ -97,8 +106,8 @@ def admission_review(pod: dict[str, Any], uid: str) -> bytes:
 
 
 @asynccontextmanager
-async def webhook(install: SidecarInstall, cert: Path, key: Path) -> AsyncIterator[int]:
-    """The install's webhook, serving; its port."""
+async def webhook(install: SidecarInstall, cert: Path, key: Path) -> AsyncIterator[tuple[int, int]]:
+    """The install's webhook, serving; its port and pid."""
     # Metrics on (as deployed), on a free port; a revision without them ignores the env var.
     env = {**install.environment(), "READINESS_SIDECAR_WEBHOOK_METRICS_PORT": "0"}
     proc = await asyncio.create_subprocess_exec(
@@ -114,7 +123,7 @@ async def webhook(install: SidecarInstall, cert: Path, key: Path) -> AsyncIterat
                 if not line:
                     raise RuntimeError(f"{install.label}: the webhook exited before listening")
         drain = asyncio.create_task(_discard(proc.stderr))  # one log line per review: keep the pipe empty
-        yield int(match[1])
+        yield int(match[1]), proc.pid
     finally:
         if proc.returncode is None:
             proc.terminate()
@@ -138,22 +147,58 @@ async def _client(session: aiohttp.ClientSession, url: str, bodies: list[bytes],
             raise RuntimeError(f"no patch in the answer: {resp.status} {str(answer)[:200]}")
 
 
-async def measure_round(port: int, tls: ssl.SSLContext, clients: int, reviews: int) -> list[float]:
-    """`reviews` per client, each client on its own keep-alive connection; one round trip per sample."""
+def review_bodies(load: str, clients: int, reviews: int, tag: str) -> list[list[bytes]]:
+    """`reviews` bodies per client: one pod throughout (SAME_POD), or a pod of its own in each (DISTINCT_PODS)."""
     pod = deployment_pod()
+    bodies = []
+    for c in range(clients):
+        mine = []
+        for r in range(reviews):
+            uid = f"{tag}-c{c}-r{r}"
+            if load == DISTINCT_PODS:
+                pod = deployment_pod()
+                pod["metadata"]["labels"]["review"] = uid
+            mine.append(admission_review(pod, uid))
+        bodies.append(mine)
+    return bodies
+
+
+@dataclass
+class Cost:
+    """CPU seconds spent, by the webhook and by this client, over `reviews` reviews."""
+
+    webhook: float = 0.0
+    client: float = 0.0
+    reviews: int = 0
+
+    def per_review_ms(self) -> tuple[float, float]:
+        return self.webhook / self.reviews * 1000, self.client / self.reviews * 1000
+
+
+async def measure_round(
+    port: int, pid: int, tls: ssl.SSLContext, load: str, clients: int, reviews: int, cost: Cost
+) -> list[float]:
+    """`reviews` per client, each client on its own keep-alive connection; one round trip per sample."""
     url = f"https://127.0.0.1:{port}/mutate"
     samples: list[float] = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls, limit=clients)) as session:
-        warm_up = [admission_review(pod, f"warm-up-{c}") for c in range(clients)]
+        warm_up = [body for mine in review_bodies(load, clients, 1, "warm-up") for body in mine]
         await asyncio.gather(*(_client(session, url, [body], []) for body in warm_up))  # handshakes, untimed
-        bodies = [[admission_review(pod, f"c{c}-r{r}") for r in range(reviews)] for c in range(clients)]
+        bodies = review_bodies(load, clients, reviews, f"{load}-{clients}")
+        webhook_before, client_before = cpu_seconds(pid), time.process_time()
         await asyncio.gather(*(_client(session, url, mine, samples) for mine in bodies))
+        cost.webhook += cpu_seconds(pid) - webhook_before
+        cost.client += time.process_time() - client_before
+        cost.reviews += len(samples)
     return samples
+
+
+Key = tuple[str, str, str]  # install, load, clients
 
 
 async def run(
     installs: list[SidecarInstall], rounds: int, reviews: int, workdir: Path
-) -> dict[tuple[str, str], Summary]:
+) -> tuple[dict[Key, Summary], dict[Key, Cost]]:
     ca = trustme.CA()
     cert, key = workdir / "tls.crt", workdir / "tls.key"
     leaf = ca.issue_cert("127.0.0.1")
@@ -162,24 +207,33 @@ async def run(
     tls = ssl.create_default_context()
     ca.configure_trust(tls)
     modes = {"sequential": 1, f"{CONCURRENCY} concurrent": CONCURRENCY}
-    samples: dict[tuple[str, str], list[float]] = {(i.label, m): [] for i in installs for m in modes}
+    keys = [(i.label, load, m) for i in installs for load in (SAME_POD, DISTINCT_PODS) for m in modes]
+    samples: dict[Key, list[float]] = {k: [] for k in keys}
+    costs: dict[Key, Cost] = {k: Cost() for k in keys}
     for round_number in range(rounds):
         for install in installs if round_number % 2 == 0 else installs[::-1]:
-            async with webhook(install, cert, key) as port:
-                for mode, clients in modes.items():
+            async with webhook(install, cert, key) as (port, pid):
+                for label, load, mode in keys:
+                    if label != install.label:
+                        continue
+                    clients = modes[mode]
                     per_client = reviews if clients == 1 else max(1, reviews // clients) * 2
-                    samples[install.label, mode] += await measure_round(port, tls, clients, per_client)
-    return {key: summarize(values) for key, values in samples.items()}
+                    at = (label, load, mode)
+                    samples[at] += await measure_round(port, pid, tls, load, clients, per_client, costs[at])
+    return {k: summarize(v) for k, v in samples.items()}, costs
 
 
-def report(results: dict[tuple[str, str], Summary], this: str, baseline: str | None) -> str:
-    lines = [f"AdmissionReview of a {CONTAINERS}-container Deployment's pod, ms: p50 / p90 / p99 (n)"]
-    for (label, mode), summary in results.items():
-        lines.append(f"  {mode:<14} {label:<8} {summary.triple():>22}  (n={summary.n})")
+def report(results: dict[Key, Summary], costs: dict[Key, Cost], this: str, baseline: str | None) -> str:
+    lines = [f"AdmissionReview of a {CONTAINERS}-container Deployment's pod, ms: p50 / p90 / p99 (n);"
+             " CPU ms per review: webhook + client"]  # fmt: skip
+    for (label, load, mode), summary in results.items():
+        webhook_ms, client_ms = costs[label, load, mode].per_review_ms()
+        lines.append(f"  {load:<13} {mode:<14} {label:<8} {summary.triple():>22}  (n={summary.n})"
+                     f"  cpu {webhook_ms:.2f} + {client_ms:.2f}")  # fmt: skip
     if baseline is not None:
-        for mode in dict.fromkeys(mode for _, mode in results):
-            ours, theirs = results[this, mode], results[baseline, mode]
-            lines.append(f"  {mode:<14} this / {baseline}: p50 {ours.p50 / theirs.p50:.2f}x, "
+        for load, mode in dict.fromkeys((load, mode) for _, load, mode in results):
+            ours, theirs = results[this, load, mode], results[baseline, load, mode]
+            lines.append(f"  {load:<13} {mode:<14} this / {baseline}: p50 {ours.p50 / theirs.p50:.2f}x, "
                          f"p99 {ours.p99 / theirs.p99:.2f}x")  # fmt: skip
     return "\n".join(lines)
 
@@ -201,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
             installs.append(with_bytecode_cache(baseline.install, workdir / "pyc-baseline"))
             baseline_label = baseline.install.label
         print(f"checkout {REPO}, {args.rounds} rounds, {args.reviews} sequential reviews a round", file=sys.stderr)
-        results = asyncio.run(run(installs, args.rounds, args.reviews, workdir))
-        print(report(results, installs[0].label, baseline_label))
+        results, costs = asyncio.run(run(installs, args.rounds, args.reviews, workdir))
+        print(report(results, costs, installs[0].label, baseline_label))
     return 0
 
 
