@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 import aiohttp
+import pytest
 from hypothesis import HealthCheck, given, settings
 
 from sidecar.k8s.admission import InjectionCache, review_reply
@@ -102,12 +103,13 @@ def test_what_inject_refuses_is_refused_every_time_and_never_remembered() -> Non
     assert len(cache) == 0
 
 
-def test_nan_is_not_json_so_it_cannot_pass_for_null() -> None:
-    # msgspec writes NaN as null: a pod with NaN would share a cache entry with one with null.
-    text = body(replica_pod(), "n").replace(b'"goproxy-7d9f8b6c5-"', b"NaN")
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-1e400"])
+def test_nan_and_infinity_are_not_json_so_they_cannot_pass_for_null(literal: bytes) -> None:
+    # msgspec writes NaN and infinity as null: a pod with one would share a cache entry with one with null.
+    text = body(replica_pod(), "n").replace(b'"goproxy-7d9f8b6c5-"', literal)
     reply = review_reply(text, InjectOptions(), InjectionCache())
     assert (reply.result, reply.error_kind) == ("error", "malformed_review")
-    assert "NaN is not a JSON value" in reply.review["response"]["warnings"][0]
+    assert reply.review["response"]["warnings"][0].startswith("readiness-sidecar: request body is not JSON: ")
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
