@@ -278,7 +278,10 @@ def _warnings(warnings: Sequence[str]) -> list[str]:
 
 def _printable(text: str) -> str:
     """One printable line: warnings and log lines are built from user input and end up in terminals."""
-    return "".join(ch if ch.isprintable() else "?" for ch in one_line(text))
+    line = one_line(text)
+    if line.isprintable():  # nearly always: skip the walk over every character
+        return line
+    return "".join(ch if ch.isprintable() else "?" for ch in line)
 
 
 def _gvk(gvk: dict[str, Any]) -> str:
