@@ -16,6 +16,12 @@ round trip: request written, answer read and parsed. The installs alternate roun
 see the same noise. Prints p50 / p90 / p99 in ms per install and load, the CPU each review cost the
 webhook and this client (they share the machine's cores: with C clients in flight on one webhook
 loop, a review waits for about C x the webhook's CPU per review), and this / baseline of p50 and p99.
+
+    python -m benchmarks.webhook_latency --rounds 1 --profile 6    # and where this checkout's time goes
+
+`--profile S` then attaches py-spy (pip install py-spy) to this checkout's webhook for S seconds of
+16 concurrent clients per load, and prints the share of its busy samples by part: inject and the patch
+(`review_reply`), the log line, TLS, and the rest (aiohttp's HTTP, the event loop, metrics).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import trustme
 
 from benchmarks.baseline import install_revision
 from benchmarks.proc_usage import cpu_seconds
+from benchmarks.profile_sidecar import IDLE_LEAVES, SAMPLE_RATE, _py_spy
 from benchmarks.sidecar_process import REPO, THIS_CHECKOUT, SidecarInstall, with_bytecode_cache
 from benchmarks.stats import Summary, summarize
 
@@ -195,10 +202,52 @@ async def measure_round(
 
 Key = tuple[str, str, str]  # install, load, clients
 
+# The parts of the webhook's time --profile tells apart: the first part whose frame is on a sample's stack.
+PROFILE_PARTS = (
+    ("inject and the patch", ("review_reply (",)),
+    ("the log line", ("WebhookServer._log (",)),
+    ("TLS", ("SSLProtocol.", "SSLObject.", "_SSLProtocolTransport.")),
+)
+OTHER_PART = "HTTP, loop, metrics"
+
+
+def profile_parts(raw: str) -> dict[str, float]:
+    """Percent of the busy main-thread samples of a py-spy raw profile, by PROFILE_PARTS."""
+    counts = dict.fromkeys([*(name for name, _ in PROFILE_PARTS), OTHER_PART], 0)
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        frames = stack.split(";")
+        if not frames[0].startswith("_run_module_as_main") or frames[-1].startswith(IDLE_LEAVES):
+            continue
+        part = next((name for name, marks in PROFILE_PARTS if any(f.startswith(marks) for f in frames)), OTHER_PART)
+        counts[part] += int(count_text)
+    busy = sum(counts.values()) or 1
+    return {name: 100.0 * n / busy for name, n in counts.items()}
+
+
+async def profile(install: SidecarInstall, cert: Path, key: Path, tls: ssl.SSLContext, seconds: float) -> str:
+    """Where the webhook's time goes, by PROFILE_PARTS, with 16 concurrent clients of each load."""
+    lines = [f"where the webhook's busy time goes, {CONCURRENCY} concurrent clients, py-spy {seconds:g} s:"]
+    async with webhook(install, cert, key) as (port, pid):
+        for load in (SAME_POD, DISTINCT_PODS):
+            out = Path(cert.parent, f"profile-{load.replace(' ', '-')}.txt")
+            spy = await asyncio.create_subprocess_exec(
+                _py_spy(), "record", "-p", str(pid), "-d", f"{seconds:g}", "-r", str(SAMPLE_RATE), "-f", "raw",
+                "-o", str(out), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            while spy.returncode is None:
+                await measure_round(port, pid, tls, load, CONCURRENCY, 10, Cost())
+                await asyncio.sleep(0)
+            await spy.wait()
+            shares = profile_parts(await asyncio.to_thread(out.read_text))
+            parts = ", ".join(f"{name} {share:.0f}%" for name, share in shares.items())
+            lines.append(f"  {load:<13} {parts}")
+    return "\n".join(lines)
+
 
 async def run(
-    installs: list[SidecarInstall], rounds: int, reviews: int, workdir: Path
-) -> tuple[dict[Key, Summary], dict[Key, Cost]]:
+    installs: list[SidecarInstall], rounds: int, reviews: int, workdir: Path, profile_seconds: float = 0.0
+) -> tuple[dict[Key, Summary], dict[Key, Cost], str]:
     ca = trustme.CA()
     cert, key = workdir / "tls.crt", workdir / "tls.key"
     leaf = ca.issue_cert("127.0.0.1")
@@ -220,7 +269,8 @@ async def run(
                     per_client = reviews if clients == 1 else max(1, reviews // clients) * 2
                     at = (label, load, mode)
                     samples[at] += await measure_round(port, pid, tls, load, clients, per_client, costs[at])
-    return {k: summarize(v) for k, v in samples.items()}, costs
+    where = await profile(installs[0], cert, key, tls, profile_seconds) if profile_seconds else ""
+    return {k: summarize(v) for k, v in samples.items()}, costs, where
 
 
 def report(results: dict[Key, Summary], costs: dict[Key, Cost], this: str, baseline: str | None) -> str:
@@ -243,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-rev", help="a git revision to compare against, measured in the same run")
     parser.add_argument("--rounds", type=int, default=4, help="webhook starts per install, alternated (default 4)")
     parser.add_argument("--reviews", type=int, default=300, help="sequential reviews per round (default 300)")
+    parser.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
+                        help="then profile this checkout's webhook with py-spy for SECONDS per load")  # fmt: skip
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="webhook-latency-") as scratch:
         workdir = Path(scratch)
@@ -255,8 +307,10 @@ def main(argv: list[str] | None = None) -> int:
             installs.append(with_bytecode_cache(baseline.install, workdir / "pyc-baseline"))
             baseline_label = baseline.install.label
         print(f"checkout {REPO}, {args.rounds} rounds, {args.reviews} sequential reviews a round", file=sys.stderr)
-        results, costs = asyncio.run(run(installs, args.rounds, args.reviews, workdir))
+        results, costs, where = asyncio.run(run(installs, args.rounds, args.reviews, workdir, args.profile))
         print(report(results, costs, installs[0].label, baseline_label))
+        if where:
+            print(where)
     return 0
 
 
