@@ -8,16 +8,24 @@ too (exit 2), so the pod is denied with that one line rather than started withou
 
     reply = review_reply(body, InjectOptions())
     reply.review["response"]["patch"]   # base64 JSON Patch, present only when the pod changes
+    reply.body()                        # the review as the answer's JSON bytes
     reply.summary                       # one log line: 'uid=... pod=ns/web-*: injected (3 patch ops)'
     reply.result, reply.patch_ops       # 'injected', 3: what the webhook's metrics count
+
+    cache = InjectionCache()            # the webhook keeps one: a ReplicaSet's pods are alike at admission
+    review_reply(body, InjectOptions(), cache)
 """
 
 from __future__ import annotations
 
 import base64
-import json
-from dataclasses import dataclass
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
+
+import msgspec
 
 from sidecar.contract import INJECT_ANNOTATION, SIDECAR_NAME
 from sidecar.errors import ConfigError, one_line, quote
@@ -46,6 +54,14 @@ INJECT_REFUSED = "inject_refused"  # inject refuses the pod (exit 2 from `inject
 INTERNAL = "internal"  # a bug
 ERROR_KINDS = (MALFORMED_REVIEW, NOT_A_POD, INJECT_REFUSED, INTERNAL)
 
+# How many pods' injections the webhook remembers. A ReplicaSet creates its pods together, in batches that grow
+# up to 500 (burstReplicas, pkg/controller/replicaset/replica_set.go), all alike at admission (InjectionCache
+# says why); 64 covers that many workloads scaling or rolling out at once.
+CACHED_INJECTIONS = 64
+# A pod bigger than this as JSON is injected without being remembered, so the cache holds at most about 8 MiB
+# (CACHED_INJECTIONS pods and their patches). A ten-container pod is about 4 KiB.
+MAX_CACHED_POD_BYTES = 64 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class Reply:
@@ -56,6 +72,57 @@ class Reply:
     result: str = SKIPPED  # one of RESULTS
     error_kind: str | None = None  # one of ERROR_KINDS when result is ERROR
     patch_ops: int = 0
+    # Whether an InjectionCache had this pod's injection (True: inject did not run) or not (False); None when
+    # no cache was asked (no cache given, the review stopped before inject, or inject refused the pod).
+    cached: bool | None = None
+
+    def body(self) -> bytes:
+        """The review as the answer's body: JSON, UTF-8 (msgspec writes it ten times faster than json)."""
+        return msgspec.json.encode(self.review)
+
+
+@dataclass(frozen=True, slots=True)
+class Injection:
+    """What inject makes of one pod: its JSON Patch as the response carries it, and inject's warnings."""
+
+    patch: str  # base64 of the patch's JSON; "" when the pod is left as it is
+    patch_ops: int
+    warnings: tuple[str, ...]
+
+
+class InjectionCache:
+    """The injections of the last CACHED_INJECTIONS pods, by the pod's JSON and the inject options.
+
+    Inject's result depends on nothing but the pod and the options, and the pods a ReplicaSet creates are
+    the same at mutating admission: the API server gives a pod its name (from generateName) and its uid only
+    after mutating admission, in the registry's Create (kubernetes/kubernetes#112063 moved the name there,
+    still after admission). So a scale-up's reviews, which arrive together, differ only in the review's uid,
+    and all but the first are answered without running inject. A pod that another webhook made unique
+    just misses. What inject refuses (ConfigError) is never remembered: it is computed, and raised, each time.
+    """
+
+    def __init__(self, entries: int = CACHED_INJECTIONS, max_pod_bytes: int = MAX_CACHED_POD_BYTES) -> None:
+        self.entries = entries
+        self.max_pod_bytes = max_pod_bytes
+        self._cached: OrderedDict[tuple[InjectOptions, bytes], Injection] = OrderedDict()
+
+    def injection(self, pod: dict[str, Any], options: InjectOptions) -> tuple[Injection, bool]:
+        """inject's result for `pod`, and whether it was remembered (a hit). ConfigError as `injection`."""
+        key = (options, msgspec.json.encode(pod))  # one JSON text per pod: _parse refuses NaN and infinity
+        if len(key[1]) > self.max_pod_bytes:
+            return injection(pod, options), False
+        found = self._cached.get(key)
+        if found is not None:
+            self._cached.move_to_end(key)
+            return found, True
+        made = injection(pod, options)
+        self._cached[key] = made
+        if len(self._cached) > self.entries:
+            self._cached.popitem(last=False)
+        return made, False
+
+    def __len__(self) -> int:
+        return len(self._cached)
 
 
 class _Skip(Exception):
@@ -68,36 +135,40 @@ class _Skip(Exception):
         self.error_kind = error_kind
 
 
-def review_reply(body: bytes, options: InjectOptions) -> Reply:
-    """The AdmissionReview answering `body`. Never raises (except CancelledError, which is not an Exception)."""
+def review_reply(body: bytes, options: InjectOptions, cache: InjectionCache | None = None) -> Reply:
+    """The AdmissionReview answering `body`, its injection taken from `cache` when the same pod was injected
+    before. Never raises (except CancelledError, which is not an Exception)."""
     uid, pod_name, error_kind = "", "?", None
+    cache_hit: bool | None = None
     try:
         request = _parse(body)["request"]
         uid = request["uid"]
         pod = _pod(request)
         pod_name = _pod_name(request, pod)
         _refuse_opted_out(pod)
-        patch, warnings = _patch_for(pod, options)
+        made, cache_hit = cache.injection(pod, options) if cache is not None else (injection(pod, options), None)
     except _Skip as skip:
         outcome = f"{skip.reason}: {skip.warning}" if skip.warning else skip.reason
-        warnings, patch, error_kind = [skip.warning] if skip.warning else [], [], skip.error_kind
+        made, error_kind = Injection("", 0, (skip.warning,) if skip.warning else ()), skip.error_kind
     except ConfigError as exc:
         if is_annotation_error(exc):
             return _denial(uid, pod_name, f"uid={uid or '?'} pod={pod_name}: denied: {exc}", str(exc))
-        outcome, warnings, patch = f"not injected: {exc}", [f"not injected: {exc}"], []
-        error_kind = INJECT_REFUSED
+        outcome = f"not injected: {exc}"
+        made, error_kind = Injection("", 0, (outcome,)), INJECT_REFUSED
     except Exception as exc:  # a bug must not block pod creation: admit, warn, and log it
         outcome = f"not injected: internal error: {type(exc).__name__}: {exc}"
-        warnings, patch, error_kind = [outcome], [], INTERNAL
+        made, error_kind = Injection("", 0, (outcome,)), INTERNAL
     else:
-        outcome = f"injected ({len(patch)} patch ops)" if patch else "unchanged (already injected or nothing to do)"
-    return _reply(uid, pod_name, f"uid={uid or '?'} pod={pod_name}: {outcome}", warnings, patch, error_kind)
+        ops = made.patch_ops
+        outcome = f"injected ({ops} patch ops)" if ops else "unchanged (already injected or nothing to do)"
+    reply = _reply(uid, pod_name, f"uid={uid or '?'} pod={pod_name}: {outcome}", made, error_kind)
+    return reply if cache_hit is None else replace(reply, cached=cache_hit)
 
 
 def _parse(body: bytes) -> dict[str, Any]:
     try:
-        review = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        review = _REVIEW_DECODER.decode(body)
+    except (msgspec.DecodeError, ValueError, RecursionError) as exc:
         raise _malformed(f"request body is not JSON: {one_line(str(exc))}") from None
     if not isinstance(review, dict) or review.get("kind") != "AdmissionReview":
         raise _malformed("request body is not an AdmissionReview")
@@ -110,6 +181,20 @@ def _parse(body: bytes) -> dict[str, Any]:
     if not isinstance(request.get("uid"), str):
         raise _malformed("AdmissionReview request has no uid")
     return review
+
+
+def _finite(literal: str) -> float:
+    # JSON (RFC 8259) has no infinity and the API server never writes one, but 1e400 reads as one; msgspec
+    # would write it back as null, and InjectionCache would take two different pods for one.
+    number = float(literal)
+    if math.isinf(number):
+        raise ValueError(f"number {literal[:40]} is out of range")
+    return number
+
+
+# msgspec reads a review about three times faster than json (12 against 31 us for a ten-container pod), and
+# refuses NaN, which json would read.
+_REVIEW_DECODER = msgspec.json.Decoder(float_hook=_finite)
 
 
 def _malformed(warning: str) -> _Skip:
@@ -138,12 +223,15 @@ def _refuse_opted_out(pod: dict[str, Any]) -> None:
         raise _Skip(f"opted out ({INJECT_ANNOTATION}: {quote(opt)})")
 
 
-def _patch_for(pod: dict[str, Any], options: InjectOptions) -> tuple[list[dict[str, Any]], list[str]]:
+def injection(pod: dict[str, Any], options: InjectOptions) -> Injection:
+    """Inject `pod` (ConfigError if inject refuses it) and say it as a JSON Patch."""
     # The API server usually sends the Pod with its type meta, but inject needs it to find the pod spec; diffing
     # against the typed copy keeps the patch off apiVersion and kind either way.
     typed = {**pod, "apiVersion": "v1", "kind": "Pod"}
     injected, warnings = inject_object(typed, SOURCE, options)
-    return json_patch(typed, injected), warnings
+    patch = json_patch(typed, injected)
+    encoded = base64.b64encode(msgspec.json.encode(patch)).decode("ascii") if patch else ""
+    return Injection(encoded, len(patch), tuple(warnings))
 
 
 def is_annotation_error(exc: ConfigError) -> bool:
@@ -158,17 +246,15 @@ def _denial(uid: str, pod: str, summary: str, message: str) -> Reply:
     return Reply(review, _printable(summary), uid=_printable(uid), pod=_printable(pod), result=DENIED)
 
 
-def _reply(
-    uid: str, pod: str, summary: str, warnings: list[str], patch: list[dict[str, Any]], error_kind: str | None
-) -> Reply:
+def _reply(uid: str, pod: str, summary: str, made: Injection, error_kind: str | None) -> Reply:
     response: dict[str, Any] = {"uid": uid, "allowed": True}
-    if patch:
+    if made.patch:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(json.dumps(patch, separators=(",", ":")).encode()).decode("ascii")
-    if warnings:
-        response["warnings"] = _warnings(warnings)
+        response["patch"] = made.patch
+    if made.warnings:
+        response["warnings"] = _warnings(made.warnings)
     review = {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}
-    result = ERROR if error_kind else INJECTED if patch else SKIPPED
+    result = ERROR if error_kind else INJECTED if made.patch else SKIPPED
     return Reply(
         review,
         _printable(summary),
@@ -176,11 +262,11 @@ def _reply(
         pod=_printable(pod),
         result=result,
         error_kind=error_kind,
-        patch_ops=len(patch),
+        patch_ops=made.patch_ops,
     )
 
 
-def _warnings(warnings: list[str]) -> list[str]:
+def _warnings(warnings: Sequence[str]) -> list[str]:
     if len(warnings) > MAX_WARNINGS:
         warnings = [*warnings[: MAX_WARNINGS - 1], f"and {len(warnings) - MAX_WARNINGS + 1} more warnings"]
     out = []
@@ -192,7 +278,10 @@ def _warnings(warnings: list[str]) -> list[str]:
 
 def _printable(text: str) -> str:
     """One printable line: warnings and log lines are built from user input and end up in terminals."""
-    return "".join(ch if ch.isprintable() else "?" for ch in one_line(text))
+    line = one_line(text)
+    if line.isprintable():  # nearly always: skip the walk over every character
+        return line
+    return "".join(ch if ch.isprintable() else "?" for ch in line)
 
 
 def _gvk(gvk: dict[str, Any]) -> str:

@@ -11,14 +11,13 @@ calls `inject_object` so admission and the CLI give the same result.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 from probes.spec import ExecSpec
 from sidecar.config.containers import LoadedContainers, containers_from_pod
-from sidecar.config.documents import remove_key
+from sidecar.config.documents import copy_document, remove_key
 from sidecar.config.encode import compact_json, containers_document
 from sidecar.config.names import container_named
 from sidecar.config.pod_template import PodSpecRef, WatchedContainer, find_pod_specs, watched_containers
@@ -82,7 +81,7 @@ def inject_object(obj: Any, source: str, options: InjectOptions) -> tuple[Any, l
     """Return (a deep copy of obj with every pod template injected, warnings). Objects without a pod template come
     back equal to the input. Already injected templates (a container named SIDECAR_NAME exists) are unchanged.
     Raises ConfigError (one line) for input it cannot inject."""
-    result = copy.deepcopy(obj)
+    result = copy_document(obj)
     warnings: list[str] = []
     for ref in find_pod_specs(result, source):
         warnings.extend(_inject_template(ref, source, options))

@@ -7,9 +7,9 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
+from sidecar.config.documents import copy_document
 from sidecar.config.pod_template import SIDECAR_RESTART_POLICY
 from sidecar.contract import (
     CONFIG_ENV,
@@ -92,8 +92,8 @@ def sidecar_container(
         ]
     container["readinessProbe"] = _on_port(READINESS_PROBE, settings.health_port)
     container["livenessProbe"] = _on_port(LIVENESS_PROBE, settings.health_port)
-    container["resources"] = copy.deepcopy(RESOURCES)
-    container["securityContext"] = copy.deepcopy(SECURITY_CONTEXT)
+    container["resources"] = copy_document(RESOURCES)
+    container["securityContext"] = copy_document(SECURITY_CONTEXT)
     if volume_mounts:
         container["volumeMounts"] = volume_mounts
     if native:
@@ -102,7 +102,7 @@ def sidecar_container(
 
 
 def _on_port(probe: dict[str, Any], port: int) -> dict[str, Any]:
-    moved = copy.deepcopy(probe)
+    moved = copy_document(probe)
     moved["httpGet"]["port"] = port
     return moved
 

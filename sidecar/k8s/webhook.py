@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from sidecar.contract import HEALTHZ_PATH, LOGGER_NAME, METRICS_PATH, MUTATE_PATH
 from sidecar.http_site import HttpSite
-from sidecar.k8s.admission import Reply, review_reply
+from sidecar.k8s.admission import InjectionCache, Reply, review_reply
 from sidecar.k8s.inject import InjectOptions
 from sidecar.k8s.tls_reload import ReloadingTlsContext, TlsFiles
 from sidecar.k8s.webhook_metrics import WebhookMetrics
@@ -51,6 +51,7 @@ class WebhookServer:
         cert_check_seconds: float = CERT_CHECK_SECONDS,
     ) -> None:
         self.options = options
+        self.injections = InjectionCache()
         self.logger = logger or logging.getLogger(LOGGER_NAME)
         self.tls = ReloadingTlsContext(files, self.logger)  # ConfigError now, not at the first handshake
         self.cert_check_seconds = cert_check_seconds
@@ -103,11 +104,11 @@ class WebhookServer:
             # to review. Left to aiohttp it is an ERROR with a traceback per aborted upload.
             self.logger.debug("admission request abandoned by %s: %s", request.remote, type(exc).__name__)
             raise web.HTTPBadRequest() from None  # aiohttp's write of it meets the closed socket and stays quiet
-        reply = review_reply(body, self.options)
+        reply = review_reply(body, self.options, self.injections)
         seconds = time.perf_counter() - started
         self.metrics.observe(reply, seconds)
         self._log(reply, seconds)
-        return web.json_response(reply.review)
+        return web.Response(body=reply.body(), content_type="application/json", charset="utf-8")
 
     def _log(self, reply: Reply, seconds: float) -> None:
         ms = round(seconds * 1000, 2)

@@ -66,6 +66,13 @@ class WebhookMetrics:
             "Time to answer one AdmissionReview, from its request to its reply (reading the body included).",
             buckets=REVIEW_BUCKETS, registry=r,
         )  # fmt: skip
+        self.injection_cache = Counter(
+            "readiness_webhook_injection_cache_total",
+            "Reviews of a pod to inject, by whether its injection was remembered from an identical pod (hit: a"
+            " ReplicaSet's pods are alike at admission) or inject ran (miss).",
+            ["result"], registry=r,
+        )  # fmt: skip
+        self._cache = {hit: self.injection_cache.labels("hit" if hit else "miss") for hit in (True, False)}
         self._results = {result: self.reviews.labels(result) for result in RESULTS}
         self._errors = {kind: self.errors.labels(kind) for kind in (*ERROR_KINDS, TOO_LARGE)}
         self._exposed = _WithoutCreated(r)
@@ -76,6 +83,8 @@ class WebhookMetrics:
             self._errors[reply.error_kind].inc()
         if reply.patch_ops:
             self.patch_operations.inc(reply.patch_ops)
+        if reply.cached is not None:
+            self._cache[reply.cached].inc()
         self.duration.observe(seconds)
 
     def too_large(self) -> None:

@@ -346,5 +346,6 @@ def test_latency_benchmark_runs_and_its_pod_is_injected(sidecar_env: dict[str, s
     done = subprocess.run([sys.executable, "-m", "benchmarks.webhook_latency", "--rounds", "1", "--reviews", "5"],
                           capture_output=True, text=True, env=sidecar_env, cwd=REPO, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    modes = [line.split()[0] for line in done.stdout.splitlines()[1:]]
-    assert modes == ["sequential", "16"], done.stdout  # it raises if an answer comes without a patch
+    rows = [line.split()[:3] for line in done.stdout.splitlines()[1:]]
+    expected = [[*load.split(), mode] for load in ("same pod", "distinct pods") for mode in ("sequential", "16")]
+    assert rows == expected, done.stdout  # it raises if an answer comes without a patch
