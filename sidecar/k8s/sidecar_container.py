@@ -102,7 +102,7 @@ def sidecar_container(
 
 
 def _on_port(probe: dict[str, Any], port: int) -> dict[str, Any]:
-    moved = copy_document(probe)
+    moved: dict[str, Any] = copy_document(probe)
     moved["httpGet"]["port"] = port
     return moved
 
