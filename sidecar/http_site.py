@@ -38,7 +38,6 @@ from functools import partial
 
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestHandler
 
 from sidecar.contract import LOGGER_NAME
 from sidecar.fd_limit import (
@@ -102,7 +101,7 @@ class HttpSite:
         self.ssl_context = ssl_context
         self.max_connections = max_connections
         self.connections: set[_Connection] = set()  # from accept: TLS handshakes in progress included
-        self.by_handler: dict[RequestHandler, _Connection] = {}  # what a middleware finds it by
+        self.by_handler: dict[web.RequestHandler, _Connection] = {}  # what a middleware finds it by
         self.serials = itertools.count()
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
@@ -191,7 +190,7 @@ class _Connection(asyncio.Protocol):
         self._server = server
         self._loop = asyncio.get_running_loop()
         self.raw: asyncio.Transport | None = None  # the TCP transport: counted, reset, checked for unsent bytes
-        self.handler: RequestHandler | None = None  # aiohttp's protocol, once the handshake is done
+        self.handler: web.RequestHandler | None = None  # aiohttp's protocol, once the handshake is done
         self.serial = next(site.serials)
         self._since = self._loop.time()  # when the present state began
         self._early: list[bytes] = []  # decrypted before aiohttp had the stream

@@ -470,3 +470,60 @@ def test_webhook_closes_a_trickled_head_and_a_trickled_body(webhook: Webhook) ->
     assert body_closed is not None, "a trickled body is held past BODY_READ_SECONDS"
     assert head_closed is not None, "a trickled head is held past KEEPALIVE_SECONDS"
     assert "Traceback" not in webhook.stderr.text
+
+
+def _webhook_healthz(webhook: Webhook, timeout: float = 5.0) -> bytes:
+    """GET /healthz over TLS on a new connection: the status line, or the error's name."""
+    try:
+        raw = socket.create_connection(("127.0.0.1", webhook.port), timeout=timeout)
+        with webhook.context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return sock.recv(65536).partition(b"\r\n")[0]
+    except OSError as exc:
+        return type(exc).__name__.encode()
+
+
+def _webhook_cap(webhook: Webhook) -> int:
+    """The webhook's port share of the fd limit it raised to at start (fd_limit.connections_per_port)."""
+    return _soft_open_files(webhook.proc.pid) // 4
+
+
+def test_webhook_at_the_cap_tls_handshakes_never_begun_make_room_for_a_new_client(webhook: Webhook) -> None:
+    """More connections than the fd limit, none starting its TLS handshake: the kubelet's /healthz and
+    the API server still get in, and the webhook holds at most its cap. Before, the webhook had no
+    cap: accept ran out of fds and /healthz waited in the backlog."""
+    cap = _webhook_cap(webhook)
+    flood = _open_idle(webhook.port, _soft_open_files(webhook.proc.pid) + 100)
+    try:
+        time.sleep(1.5)  # past NEW_CONNECTION_SECONDS: the flood's handshakes are dawdling
+        answers = [_webhook_healthz(webhook) for _ in range(3)]
+        assert answers == [b"HTTP/1.1 200 OK"] * 3, answers
+        assert _open_sockets(webhook.proc.pid) <= cap + 2 + 4  # both ports' connections at most, the listeners
+        assert _answered(flood[0]) in ("reset", b"")  # the first come made room first
+        assert "Traceback" not in webhook.stderr.text
+    finally:
+        for sock in flood:
+            sock.close()
+
+
+def test_webhook_at_the_cap_reviews_in_flight_make_room_oldest_first(webhook: Webhook) -> None:
+    """Every connection at the cap is a review whose body never comes whole (a slowloris past its
+    head, in flight for BODY_READ_SECONDS): a new client still gets in, and the oldest in flight
+    made room for it."""
+    cap = _webhook_cap(webhook)
+    head = b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000\r\n\r\n{"
+    trickles = []
+    try:
+        for _ in range(cap):
+            sock = webhook.connect()
+            sock.sendall(head)
+            trickles.append(sock)
+        time.sleep(1.5)  # every one in flight, none new
+        assert _webhook_healthz(webhook) == b"HTTP/1.1 200 OK"
+        assert _webhook_healthz(webhook) == b"HTTP/1.1 200 OK"
+        assert _closed_within(trickles[0], 2.0) is not None
+        assert _closed_within(trickles[-1], 0.3) is None, "the newest in flight is held"
+        assert "Traceback" not in webhook.stderr.text
+    finally:
+        for sock in trickles:
+            sock.close()
