@@ -89,12 +89,13 @@ def evictee(connections: Iterable[T], rank: Callable[[T], tuple[Standing, float,
     return best
 
 
-def unsent_bytes(transport: asyncio.Transport) -> int:
-    """What the transport still holds for the client, in its own buffer and in the kernel's (sent but
-    not acknowledged, or not sent: Linux's SIOCOUTQ). More than 0 long after the answer: the client
-    does not read, and a graceful close would wait for it (the fd, or the kernel's buffers)."""
+def unsent_bytes(transport: asyncio.Transport, *, in_kernel: bool = True) -> int:
+    """What the transport still holds for the client: in its own buffer and, with `in_kernel`, in the
+    kernel's (sent but not acknowledged, or not sent: Linux's SIOCOUTQ). More than 0 long after the
+    answer: the client does not read, and a graceful close would wait for it (the fd, or the
+    kernel's buffers). Just after a write the kernel's part is only in flight: leave it out then."""
     pending = transport.get_write_buffer_size()
-    sock = transport.get_extra_info("socket")
+    sock = transport.get_extra_info("socket") if in_kernel else None
     if sock is not None:
         with contextlib.suppress(OSError, ValueError):
             queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
@@ -113,11 +114,13 @@ def reset(transport: asyncio.Transport) -> None:
     transport.abort()
 
 
-def close_or_reset(transport: asyncio.Transport) -> None:
+def close_or_reset(transport: asyncio.Transport, *, in_kernel: bool = True) -> None:
     """Close gracefully if the client took everything (a FIN after the last byte), else reset: a
     close would wait for a reader that may never come (asyncio and uvloop keep the fd until their
-    buffer is written; the kernel, its buffers until the client reads or its retries give up)."""
-    if unsent_bytes(transport):
+    buffer is written; the kernel, its buffers until the client reads or its retries give up).
+    `in_kernel=False` just after a write (an early answer, shutdown): the fd is free either way,
+    and the kernel delivers what it has."""
+    if unsent_bytes(transport, in_kernel=in_kernel):
         reset(transport)
     elif not transport.is_closing():
         transport.close()

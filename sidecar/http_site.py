@@ -135,8 +135,8 @@ class HttpSite:
         return int(self._listener.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
-        """In-flight requests get `shutdown_grace` seconds; a connection left with what we sent unread
-        is then reset, not closed (which would wait for that reader). Idempotent."""
+        """In-flight requests get `shutdown_grace` seconds; a connection whose answer is still in our
+        buffer is then reset, not closed (which would wait for that reader). Idempotent."""
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.close()
@@ -299,6 +299,8 @@ class _Connection(asyncio.Protocol):
             reset(self.raw)
 
     def close_or_reset(self) -> None:
+        """At shutdown: reset if our buffer still holds what the client does not read (a close would
+        wait for it); what the kernel holds it delivers after we exit."""
         if self.raw is not None and not self._reset:
             self._reset = True
-            close_or_reset(self.raw)
+            close_or_reset(self.raw, in_kernel=False)

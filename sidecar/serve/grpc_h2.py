@@ -730,7 +730,7 @@ class _Connection(asyncio.Protocol):
         self._write_now()
         self._drop_calls()
         self._reset = True  # going: never chosen twice
-        close_or_reset(transport)
+        close_or_reset(transport, in_kernel=False)  # just written: the kernel delivers it
 
     def abort(self) -> None:
         """Close now: gracefully if the client took all we sent, else with a reset (fd_limit.close_or_reset)."""

@@ -617,15 +617,16 @@ class _Connection(asyncio.Protocol):
             return
         current.close = True
         self.server.held.answer_early(current)  # written at once; _answer closes
-        self._close_or_reset()
+        self._close_or_reset(in_kernel=False)  # the kernel delivers it, if asyncio's buffer took none
 
     def close_when_done(self) -> None:
         """At shutdown: close now unless a request is in flight, which closes after its answer.
 
-        An answer the client left unread is dropped with a reset: closing gracefully would wait for
-        a reader that may never come, holding the exit for the whole grace."""
+        An answer still in our buffer is dropped with a reset: closing gracefully would wait for a
+        reader that may never come, holding the exit for the whole grace. What the kernel holds it
+        delivers after we exit."""
         if self._current is None:
-            self._close_or_reset()
+            self._close_or_reset(in_kernel=False)
 
     def check_deadline(self, tick: int, idle: int, request: int, unread: int, linger: int) -> None:
         if self._transport is None:
@@ -642,12 +643,12 @@ class _Connection(asyncio.Protocol):
             if age >= (request if reading else idle):
                 self._close_or_reset()
 
-    def _close_or_reset(self) -> None:
+    def _close_or_reset(self, *, in_kernel: bool = True) -> None:
         """Close gracefully if the client has taken all we sent, else reset (fd_limit.close_or_reset):
         a small answer it never read, in our buffer or the kernel's, would hold the connection until
         the client leaves, as transport.close() waits for the flush."""
         transport = self._transport
-        if transport is not None and unsent_bytes(transport):
+        if transport is not None and unsent_bytes(transport, in_kernel=in_kernel):
             self.abort()
         else:
             self._close()
