@@ -22,7 +22,10 @@ read, an idle connection. What it makes the loop do is bounded too: a read goes 
 MAX_READ_STEP bytes at a time, so a flood of tiny frames cannot hold up the probes and the
 other ports. A client that sends what is not HTTP/2 is disconnected and never logged; an
 HTTP/2 request that is not gRPC gets the answer gRPC servers give (405 for a method other
-than POST, 415 for another content type).
+than POST, 415 for another content type). Connections: at most `max_connections` (a share of
+the fd limit); a newcomer beyond it is let in and another makes room by `fd_limit.Standing` (a
+handshake or a request message that never comes, else the idlest, else the oldest Watch, which
+ends UNAVAILABLE).
 """
 
 from __future__ import annotations
