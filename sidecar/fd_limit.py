@@ -3,7 +3,7 @@ connection a port at its share gives up, and one rate-limited line when accept()
 
     limit = raise_open_files_limit(logger)    # soft RLIMIT_NOFILE = hard; at start of run and webhook
     cap = connections_per_port()              # what each listening port may hold open at once
-    victim = evictee(connections, lambda c: c.standing())   # at the cap: who makes room (Standing)
+    victim = evictee(connections, Connection.rank)   # at the cap: who makes room, by Standing
     close_or_reset(transport)                 # give the fd back now, even to a client that never reads
     quiet_accept_exhaustion(loop, logger)     # fd exhaustion at accept: one line per ACCEPT_LOG_EVERY
 

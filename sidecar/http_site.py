@@ -20,7 +20,8 @@ the listening socket and the TCP transport: each connection is a `_Connection` t
 TLS handshake itself (loop.start_tls) and hands the decrypted stream to aiohttp's own protocol
 (`runner.server()`, aiohttp's documented low-level server, a protocol factory), passing every
 Protocol call through. Whether a request is in flight comes from a middleware: no private
-attribute of aiohttp is read (tests/reliability/test_limits.py pins the whole path).
+attribute of aiohttp is read (tests/k8s/test_http_site.py pins that path, tests/reliability/test_limits.py
+the webhook's at the cap).
 
     site = HttpSite(web.Application(client_max_size=2**21), shutdown_grace=5.0, ssl_context=context)
     port = await site.start("0.0.0.0", 0)   # the bound port
