@@ -284,6 +284,7 @@ class _Connection(asyncio.Protocol):
         self._reading = False  # in data_received: what handlers send is written once, at its end
         self._timer: asyncio.TimerHandle | None = None
         self._serial = next(server.serials)  # connections in the order they came
+        self._asked = False  # a call was opened on it: idle from then on, not new or dawdling
         self._reset = False  # aborted: going, whatever connection_lost has yet to say
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
@@ -449,6 +450,7 @@ class _Connection(asyncio.Protocol):
         call = Call(self, stream_id, handler, self._loop.time())
         call._encoding_named = encoding not in _IDENTITY
         self._streams[stream_id] = call
+        self._asked = True
         self._new_calls.append(call)
 
     def _data(self, event: h2.events.DataReceived) -> None:
@@ -701,9 +703,10 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         if transport is None or self._reset or transport.is_closing():
             return None
-        fresh = not self._handshaken and self._stalled_since is None and self._closing_at is None
-        if fresh and self._loop.time() - self._opened_at < NEW_CONNECTION_SECONDS:
-            return Standing.NEW, self._opened_at, self._serial
+        if not self._asked and self._stalled_since is None and self._closing_at is None:
+            # Nothing asked yet: new for a second (its handshake and call may be unread), then dawdling.
+            new = self._loop.time() - self._opened_at < NEW_CONNECTION_SECONDS
+            return Standing.NEW if new else Standing.DAWDLING, self._opened_at, self._serial
         owed = [t for t in (self._stalled_since, None if self._handshaken else self._opened_at) if t is not None]
         if self._closing_at is not None:
             owed.append(self._closing_at - self._server.limits.linger)
