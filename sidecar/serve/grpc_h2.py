@@ -22,12 +22,16 @@ read, an idle connection. What it makes the loop do is bounded too: a read goes 
 MAX_READ_STEP bytes at a time, so a flood of tiny frames cannot hold up the probes and the
 other ports. A client that sends what is not HTTP/2 is disconnected and never logged; an
 HTTP/2 request that is not gRPC gets the answer gRPC servers give (405 for a method other
-than POST, 415 for another content type).
+than POST, 415 for another content type). Connections: at most `max_connections` (a share of
+the fd limit); a newcomer beyond it is let in and another makes room by `fd_limit.Standing` (a
+handshake or a request message that never comes, else the idlest, else the oldest Watch, which
+ends UNAVAILABLE).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -46,13 +50,14 @@ from probes.grpc_wire import (
     OK,
     PREFIX_BYTES,
     RESOURCE_EXHAUSTED,
+    UNAVAILABLE,
     UNIMPLEMENTED,
     encode_message,
     frame,
     framed_length,
 )
 from sidecar.contract import LOGGER_NAME
-from sidecar.fd_limit import connections_per_port
+from sidecar.fd_limit import NEW_CONNECTION_SECONDS, Standing, close_or_reset, connections_per_port, evictee
 from sidecar.serve.listen import serve_on
 
 # HTTP/2's recommended minimum (RFC 9113, 6.5.2): room for many Watch streams on one
@@ -79,6 +84,8 @@ _HEADERS = ((b":status", b"200"), (b"content-type", _GRPC_CONTENT_TYPE))
 _ACCEPT_ENCODING = (b"grpc-accept-encoding", b"identity")
 _RESPONSE_HEADERS = (*_HEADERS, _ACCEPT_ENCODING)
 _IDENTITY = (b"", b"identity")
+# A Watch ended to make room: UNAVAILABLE is the code gRPC clients retry (grpc's doc/statuscodes.md).
+_EVICTED_TEXT = "server at its connection limit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,20 +189,20 @@ class GrpcServer:
         self.logger = logging.getLogger(LOGGER_NAME)
         self.stopping = False
         self.connections: set[_Connection] = set()
+        self.serials = itertools.count()
         self._listener: asyncio.Server | None = None
         self._all_gone: asyncio.Event | None = None
         # A fixed phrase: a grpc-message that varied with the client's bytes would also
         # grow the HPACK table a client sizes.
         self.oversized_text = f"request message over {max_request_bytes} bytes"
 
-    def make_room(self, newcomer: _Connection) -> _Connection:
-        """At the cap, reset the connection idle longest with no stream open: a new client (the
-        kubelet's grpc probe opens one per probe) gets in while a flood of idle or handshaking ones
-        is held. If every connection has a stream open, the newcomer is the one reset."""
-        oldest = min((c for c in self.connections if c.evictable), key=lambda c: c.idle_since, default=None)
-        evicted = oldest or newcomer
-        evicted.abort()
-        return evicted
+    def make_room(self) -> None:
+        """At the cap, give up one connection for a newcomer, by `fd_limit.Standing`: a new client (the
+        kubelet's grpc probe opens one per probe) gets in whatever a flood holds open: handshakes that
+        never finish, requests that never arrive whole, idle connections, Watch streams."""
+        victim = evictee(self.connections, _Connection.rank)
+        if victim is not None:
+            victim.evict()
 
     async def start(self, bind: str, port: int) -> int:
         """Listen on bind:port (0 picks a free port) and return the bound port; OSError if it can't.
@@ -276,14 +283,16 @@ class _Connection(asyncio.Protocol):
         self._reading_paused = False
         self._reading = False  # in data_received: what handlers send is written once, at its end
         self._timer: asyncio.TimerHandle | None = None
+        self._serial = next(server.serials)  # connections in the order they came
+        self._asked = False  # a call was opened on it: idle from then on, not new or dawdling
+        self._reset = False  # aborted: going, whatever connection_lost has yet to say
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass, but the same
-        crowded = len(self._server.connections) >= self._server.max_connections
-        if crowded and not self._server.stopping and self._server.make_room(self) is self:
-            return  # reset: every connection has a call open
+        if len(self._server.connections) >= self._server.max_connections and not self._server.stopping:
+            self._server.make_room()
         self._server.connections.add(self)
         if self._server.stopping:
             self.abort()
@@ -441,6 +450,7 @@ class _Connection(asyncio.Protocol):
         call = Call(self, stream_id, handler, self._loop.time())
         call._encoding_named = encoding not in _IDENTITY
         self._streams[stream_id] = call
+        self._asked = True
         self._new_calls.append(call)
 
     def _data(self, event: h2.events.DataReceived) -> None:
@@ -688,18 +698,51 @@ class _Connection(asyncio.Protocol):
             return
         self._arm(self._closing_at)
 
-    @property
-    def evictable(self) -> bool:
-        """No stream open (a Watch is one), not already closing."""
-        return not self._streams and self._transport is not None and not self._transport.is_closing()
+    def rank(self) -> tuple[Standing, float, int] | None:
+        """Where it stands in the order connections make room (fd_limit.evictee); None if already going."""
+        transport = self._transport
+        if transport is None or self._reset or transport.is_closing():
+            return None
+        if not self._asked and self._stalled_since is None and self._closing_at is None:
+            # Nothing asked yet: new for a second (its handshake and call may be unread), then dawdling.
+            new = self._loop.time() - self._opened_at < NEW_CONNECTION_SECONDS
+            return Standing.NEW if new else Standing.DAWDLING, self._opened_at, self._serial
+        owed = [t for t in (self._stalled_since, None if self._handshaken else self._opened_at) if t is not None]
+        if self._closing_at is not None:
+            owed.append(self._closing_at - self._server.limits.linger)
+        if owed:  # output unread, a handshake unfinished, or our GOAWAY not yet answered
+            return Standing.DAWDLING, min(owed), self._serial
+        if not self._streams:
+            return Standing.IDLE, self._idle_since, self._serial
+        watching = [call._opened_at for call in self._streams.values() if call._handler is None]
+        if watching:  # a handler ran and the call goes on: a Watch
+            return Standing.HELD, min(watching), self._serial
+        return Standing.DAWDLING, min(call._opened_at for call in self._streams.values()), self._serial
 
-    @property
-    def idle_since(self) -> float:
-        return self._idle_since
+    def evict(self) -> None:
+        """Make room: every open Watch ends UNAVAILABLE (its client retries), GOAWAY; then close, or
+        reset if what we sent does not leave at once (as any other connection is closed)."""
+        transport = self._transport
+        watching = [call for call in self._streams.values() if call._handler is None]
+        if transport is None or not watching:
+            self.abort()
+            return
+        for call in watching:
+            told = call.on_gone  # the handler forgets the call: it ended, if not by the client
+            call.finish(UNAVAILABLE, _EVICTED_TEXT)
+            if told is not None:
+                told()
+        self._h2.close_connection()  # GOAWAY: the streams still arriving were never taken
+        self._write_now()
+        self._drop_calls()
+        self._reset = True  # going: never chosen twice
+        close_or_reset(transport, in_kernel=False)  # just written: the kernel delivers it
 
     def abort(self) -> None:
+        """Close now: gracefully if the client took all we sent, else with a reset (fd_limit.close_or_reset)."""
         if self._transport is not None:
-            self._transport.abort()
+            self._reset = True
+            close_or_reset(self._transport)
             self._drop_calls()  # now, not at connection_lost: nothing is written to it meanwhile
 
     def _drop_calls(self) -> None:

@@ -19,8 +19,12 @@ What a client can make the server hold is bounded: a head of MAX_HEAD, a body of
 pipelined one waits, and reading pauses once MAX_HEAD of them is buffered), and time
 (`Timeouts`): idle keep-alive connections, unfinished requests, unread answers and the
 lingering after a refusal are closed. A refusal is answered with one line and never logged.
-Connections: at most `max_connections` (a share of the fd limit, sidecar.fd_limit); beyond
-it the idlest connection with no request in flight is reset to make room (`make_room`).
+Connections: at most `max_connections` (a share of the fd limit, sidecar.fd_limit); a newcomer
+beyond it is let in and another makes room (`make_room`), by `fd_limit.Standing`: a dawdling one
+(nothing asked yet, a head or body still arriving, an answer unread), else the idlest keep-alive,
+else the oldest held long-poll (answered now, as its wait's end would), else the oldest request in
+flight. A connection closed by a deadline, or at shutdown, is reset if the client left some of
+what we sent unread: a graceful close would wait for that reader (the fd, or the kernel's buffers).
 """
 
 from __future__ import annotations
@@ -30,8 +34,6 @@ import contextlib
 import itertools
 import logging
 import math
-import socket
-import struct
 from collections.abc import Callable, Coroutine, Hashable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -41,7 +43,7 @@ from urllib.parse import parse_qsl, unquote
 import h11
 
 from sidecar.contract import LOGGER_NAME
-from sidecar.fd_limit import connections_per_port
+from sidecar.fd_limit import NEW_CONNECTION_SECONDS, Standing, connections_per_port, evictee, reset, unsent_bytes
 from sidecar.serve.http_wire import (
     MAX_HEAD,
     MAX_HEADER_LINE,
@@ -59,7 +61,7 @@ from sidecar.serve.http_wire import (
 from sidecar.serve.listen import serve_on
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST and frees the buffers
+_NOT_HELD = object()  # a Request's held_key until it is held
 _SERVED_METHODS = (b"GET", b"HEAD")
 
 Handler = Callable[["Request"], Answer | None]
@@ -103,8 +105,8 @@ class Request:
     """One request, answered once: now (the handler's return value) or later (`respond`)."""
 
     __slots__ = (
-        "_connection", "_fields", "_on_gone", "answer_headers", "close", "head_only", "method", "param", "path",
-        "query",
+        "_connection", "_fields", "_on_gone", "answer_headers", "close", "head_only", "held_key", "method", "param",
+        "path", "query",
     )
 
     def __init__(
@@ -122,6 +124,7 @@ class Request:
         self.answer_headers = b""  # header lines its answer carries beside the answer's own ("Wait-Capped: 300\r\n")
         self._connection: _Connection | None = connection
         self._on_gone: Callable[[], None] | None = None
+        self.held_key: Hashable = _NOT_HELD  # what it is held for, once held (HeldRequests)
 
     def query_value(self, name: str) -> str | None:
         """The first value of `name` in the query string (percent-decoded), or None."""
@@ -191,7 +194,15 @@ class HeldRequests:
     def hold(self, key: Hashable, request: Request, timeout: float, answer_at_timeout: Callable[[], Answer]) -> None:
         timer = asyncio.get_running_loop().call_later(timeout, self._time_out, key, request)
         self._groups.setdefault(key, {})[request] = (timer, answer_at_timeout)
+        request.held_key = key
         request.when_gone(partial(self._forget, key, request))
+
+    def answer_early(self, request: Request) -> None:
+        """Answer one held request now with what its timeout would answer (its connection makes room)."""
+        entry = self._take(request.held_key, request)
+        if entry is not None:
+            entry[0].cancel()
+            request.respond(entry[1]())
 
     def release(self, key: Hashable, answer: Callable[[], Answer]) -> None:
         """Answer every request held under `key` with the one `answer()` (built only if any waits)."""
@@ -212,22 +223,23 @@ class HeldRequests:
                 request.respond(answer_at_timeout())
 
     def _time_out(self, key: Hashable, request: Request) -> None:
-        group = self._groups.get(key)
-        entry = group.pop(request, None) if group is not None else None
-        if group is not None and not group:
-            del self._groups[key]
+        entry = self._take(key, request)
         if entry is not None:
             request.respond(entry[1]())
 
     def _forget(self, key: Hashable, request: Request) -> None:
-        group = self._groups.get(key)
-        if group is None:
-            return
-        entry = group.pop(request, None)
+        entry = self._take(key, request)
         if entry is not None:
             entry[0].cancel()
+
+    def _take(self, key: Hashable, request: Request) -> tuple[asyncio.TimerHandle, Callable[[], Answer]] | None:
+        group = self._groups.get(key)
+        if group is None:
+            return None
+        entry = group.pop(request, None)
         if not group:
             del self._groups[key]
+        return entry
 
 
 class Routes:
@@ -284,6 +296,7 @@ class GetOnlyServer:
         self._all_gone: asyncio.Event | None = None
         self._limits = tuple(math.ceil(t / timeouts.sweep_every) for t in
                              (timeouts.idle, timeouts.request, timeouts.unread, timeouts.linger))
+        self.new_for = math.ceil(NEW_CONNECTION_SECONDS / timeouts.sweep_every)  # in ticks
 
     async def start(self, bind: str, port: int) -> int:
         """Listen on bind:port (0 picks a free port) and return the bound port; OSError if it can't."""
@@ -335,14 +348,13 @@ class GetOnlyServer:
         else:
             request.respond(task.result())
 
-    def make_room(self, newcomer: _Connection) -> None:
-        """At the cap, close the connection whose present state began longest ago and that has no
-        request in flight (an idle keep-alive or a slow head): the kubelet's probe, a new connection
-        that asks at once, gets in while a flood of idle or dawdling ones is held. If every
-        connection has a request in flight, the newcomer is the one closed."""
-        waiting = (c for c in self.connections if c.evictable)
-        oldest = min(waiting, key=lambda c: (c.since, c.serial), default=None)  # the first come, of a sweep's
-        (oldest or newcomer).abort()
+    def make_room(self) -> None:
+        """At the cap, give up one connection for a newcomer, by `fd_limit.Standing` (and within one, the
+        first in it; ticks tie within a sweep, then the first come): the kubelet's probe, a new
+        connection that asks at once, gets in whatever a flood holds open, long-polls included."""
+        victim = evictee(self.connections, _Connection.rank)
+        if victim is not None:
+            victim.evict()
 
     def forget(self, connection: _Connection) -> None:
         self.connections.discard(connection)
@@ -371,6 +383,8 @@ class _Connection(asyncio.Protocol):
         self._current: Request | None = None  # read, not yet answered
         self._since = server.tick  # when the present state (idle, reading, ...) began
         self.serial = next(server.serials)  # connections in the order they came
+        self._served = False  # answered a request: idle from then on, not dawdling
+        self._reset = False  # aborted: going, whatever connection_lost has yet to say
         self._write_paused = False
         self._reading_paused = False
         self._peer_done = False  # the client sent FIN: answer what it asked, then close
@@ -386,7 +400,7 @@ class _Connection(asyncio.Protocol):
             self._close()
             return
         if len(self.server.connections) >= self.server.max_connections:
-            self.server.make_room(self)
+            self.server.make_room()
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -512,6 +526,7 @@ class _Connection(asyncio.Protocol):
 
     def _dispatch(self, method: bytes, target: bytes, head_only: bool, close: bool, fields: bytes) -> None:
         request = self._current = Request(self, method, target, head_only, close, fields)
+        self._since = self.server.tick  # in flight from now: held or running, the oldest makes room first
         found = self.server.routes.find(request.path)
         answer: Answer | None
         if found is None:
@@ -548,10 +563,10 @@ class _Connection(asyncio.Protocol):
         close = request.close or self.server.stopping
         extra = request.answer_headers
         self._write(answer.wire(self.server.date, head_only=request.head_only, close=close, extra=extra))
+        self._served = True
+        self._since = self.server.tick
         if close:
             self._close()
-        else:
-            self._since = self.server.tick
 
     def _refuse(self, status: int) -> None:
         """Answer a request we won't read with one line, then drop what follows until the client
@@ -576,40 +591,71 @@ class _Connection(asyncio.Protocol):
 
     # -- closing ------------------------------------------------------------------------------
 
-    @property
-    def evictable(self) -> bool:
-        return self._current is None and not self._closing
+    def rank(self) -> tuple[Standing, float, int] | None:
+        """Where it stands in the order connections make room (fd_limit.evictee); None if already going."""
+        transport = self._transport
+        if transport is None or self._reset or (transport.is_closing() and not transport.get_write_buffer_size()):
+            return None  # gone, reset, or closed with nothing left to write: its fd is free on the next pass
+        current = self._current
+        if current is not None:
+            standing = Standing.HELD if current.held_key is not _NOT_HELD else Standing.BUSY
+        elif self._closing or self._write_paused or self._buffer or self._h11 is not None:
+            standing = Standing.DAWDLING
+        elif not self._served:  # nothing heard yet
+            fresh = self.server.tick - self._since < self.server.new_for
+            standing = Standing.NEW if fresh else Standing.DAWDLING
+        else:
+            standing = Standing.IDLE
+        return standing, self._since, self.serial
 
-    @property
-    def since(self) -> int:
-        return self._since
+    def evict(self) -> None:
+        """Make room: a held long-poll is answered now (as its wait's end would) and closed, any other
+        connection reset. Either way its fd is free on the loop's next pass."""
+        current = self._current
+        if current is None or current.held_key is _NOT_HELD:
+            self.abort()
+            return
+        current.close = True
+        self.server.held.answer_early(current)  # written at once; _answer closes
+        self._close_or_reset(in_kernel=False)  # the kernel delivers it, if asyncio's buffer took none
 
     def close_when_done(self) -> None:
         """At shutdown: close now unless a request is in flight, which closes after its answer.
 
-        An answer the client left unread (still in our write buffer) is dropped with a reset:
-        closing gracefully would wait for a reader that may never come, holding the exit for
-        the whole grace."""
+        An answer still in our buffer is dropped with a reset: closing gracefully would wait for a
+        reader that may never come, holding the exit for the whole grace. What the kernel holds it
+        delivers after we exit."""
         if self._current is None:
-            transport = self._transport
-            if transport is not None and transport.get_write_buffer_size():
-                self.abort()
-            else:
-                self._close()
+            self._close_or_reset(in_kernel=False)
 
     def check_deadline(self, tick: int, idle: int, request: int, unread: int, linger: int) -> None:
         if self._transport is None:
             return
         age = tick - self._since
-        if self._lingering or self._write_paused:
-            if age >= (linger if self._lingering else unread):
+        if self._lingering:
+            if age >= linger:
+                self.abort()
+        elif self._write_paused or self._closing:  # an answer the client does not take
+            if age >= unread:
                 self.abort()
         elif self._current is None:
             reading = bool(self._buffer) or self._h11 is not None
             if age >= (request if reading else idle):
-                self._close()
+                self._close_or_reset()
+
+    def _close_or_reset(self, *, in_kernel: bool = True) -> None:
+        """Close gracefully if the client has taken all we sent, else reset (fd_limit.close_or_reset):
+        a small answer it never read, in our buffer or the kernel's, would hold the connection until
+        the client leaves, as transport.close() waits for the flush."""
+        transport = self._transport
+        if transport is not None and unsent_bytes(transport, in_kernel=in_kernel):
+            self.abort()
+        else:
+            self._close()
 
     def _close(self) -> None:
+        if not self._closing:
+            self._since = self.server.tick  # closing from now: `unread` bounds the flush
         self._closing = True
         transport = self._transport
         if transport is not None and not transport.is_closing():
@@ -617,14 +663,10 @@ class _Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         """Close at once, with a reset: what the client left unread is dropped, in the kernel too."""
-        self._closing = True
+        self._closing = self._reset = True
         transport = self._transport
         if transport is not None:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
-            transport.abort()
+            reset(transport)
 
     def _pause_reading(self) -> None:
         transport = self._transport

@@ -28,9 +28,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from probes.grpc_wire import CHECK_PATH, LIST_PATH, WATCH_PATH, decode_response, encode_request, frame, unframe
+from probes.grpc_wire import (
+    CHECK_PATH,
+    LIST_PATH,
+    UNAVAILABLE,
+    WATCH_PATH,
+    decode_response,
+    encode_request,
+    frame,
+    unframe,
+)
 from probes.result import Outcome, ProbeResult
 from probes.spec import TcpSocketSpec
+from sidecar.fd_limit import NEW_CONNECTION_SECONDS
 from sidecar.model import ContainerSpec, ProbeTiming
 from sidecar.runtime.state import AggregateState
 from sidecar.serve.grpc_h2 import MAX_CLOSED_STREAMS, MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_BYTES, ConnectionLimits
@@ -639,6 +649,46 @@ async def test_a_request_that_never_completes_is_reset(short: Served) -> None:
     response = await client.response(stream_id)
     assert response.reset == h2.errors.ErrorCodes.CANCEL and not response.headers
     await client.aclose()
+
+
+async def test_at_the_cap_connections_make_room_dawdling_then_idle_then_watching(served: Served) -> None:
+    """The order of fd_limit.Standing on the gRPC port: a handshake never begun and a request whose
+    message never comes (oldest first), then an idle connection, then a Watch, which ends
+    UNAVAILABLE (the code gRPC clients retry) before GOAWAY. A connection accepted under a second
+    ago that has said nothing is spared."""
+    silent = await asyncio.open_connection("127.0.0.1", served.port)  # no preface, ever
+    partial = await RawClient.connect(served.port)
+    partial.request(body=b"", end=False)  # HEADERS, and no message
+    idle = await RawClient.connect(served.port)
+    idle_id = idle.request()
+    await idle.response(idle_id)
+    watching = await RawClient.connect(served.port)
+    watch_id = watching.request(WATCH_PATH)
+    await watching.until(lambda: bool(watching.responses[watch_id].data))
+    await asyncio.sleep(NEW_CONNECTION_SECONDS)
+    newest = await asyncio.open_connection("127.0.0.1", served.port)
+    inner = served.server._server
+    assert inner is not None
+    deadline = time.monotonic() + WITHIN
+    while len(inner.connections) < 5:
+        assert time.monotonic() < deadline, "the newest connection was not accepted"
+        await asyncio.sleep(0.01)
+    inner.make_room()
+    async with asyncio.timeout(WITHIN):
+        while await silent[0].read(65536):  # our SETTINGS, then the close
+            pass
+    inner.make_room()
+    await partial.closed()
+    inner.make_room()
+    await idle.closed()
+    inner.make_room()
+    ended = await watching.response(watch_id)
+    assert ended.grpc_status == UNAVAILABLE
+    assert watching.goaway() is not None
+    await watching.closed()
+    assert not newest[0].at_eof() and len(inner.connections) == 1
+    for writer in (silent[1], newest[1]):
+        writer.close()
 
 
 async def test_a_watch_outlives_the_idle_limit(short: Served) -> None:

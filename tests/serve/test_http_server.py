@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sidecar.fd_limit import NEW_CONNECTION_SECONDS
 from sidecar.serve.http_server import GetOnlyServer, Request, Timeouts
 from sidecar.serve.http_wire import MAX_HEAD, Answer, json_answer
 
@@ -304,7 +305,7 @@ async def test_at_the_connection_cap_the_idlest_connection_makes_room_for_a_new_
         held[1].write(get("/hold"))  # a request in flight is never the one evicted
         await asyncio.sleep(0.05)
         idle = [await connect(port) for _ in range(3)]
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(NEW_CONNECTION_SECONDS + 0.6)  # silent past their first second: dawdling, not new
         assert len(server.connections) == 4
         newcomers = []
         for _ in range(5):  # each newcomer evicts an idle one (or an earlier newcomer), and is answered
@@ -317,6 +318,41 @@ async def test_at_the_connection_cap_the_idlest_connection_makes_room_for_a_new_
         assert not held[0].at_eof()
         server.held.release("k", lambda: json_answer("released"))
         assert (await read_reply(held[0])).status == 200
+    finally:
+        await server.stop()
+
+
+async def test_at_the_cap_connections_make_room_dawdling_then_idle_then_held_then_busy() -> None:
+    """The order of fd_limit.Standing: a slowloris head, then the idlest keep-alive, then the oldest
+    long-poll (answered as its wait's end would, Connection: close), then a request being answered
+    (reset). A connection that has said nothing yet is spared for NEW_CONNECTION_SECONDS."""
+    test_app = App()
+    server = GetOnlyServer(test_app.routes(), max_body=1024, shutdown_grace=0.5, max_connections=5)  # type: ignore[arg-type]
+    port = await server.start("127.0.0.1", 0)
+    try:
+        busy = await connect(port)
+        busy[1].write(get("/slow"))
+        held = await connect(port)
+        held[1].write(get("/hold"))
+        idle = await connect(port)
+        idle[1].write(get("/now"))
+        await read_reply(idle[0])
+        dawdler = await connect(port)
+        dawdler[1].write(b"GET /now HTTP/1.1\r\nHost: t\r\nX-A: ")
+        silent = await connect(port)  # new: spared while the others go
+        await until(lambda: len(server.connections) == 5)
+        server.make_room()
+        assert await closed_by_server(dawdler[0], 2.0)
+        server.make_room()
+        assert await closed_by_server(idle[0], 2.0)
+        server.make_room()
+        early = await read_reply(held[0])
+        assert (early.status, early.headers.get("connection"), early.body) == (503, "close", b'"timed out"')
+        server.make_room()
+        assert await closed_by_server(busy[0], 2.0)
+        assert not silent[0].at_eof() and len(server.connections) == 1
+        for _, writer in (busy, held, idle, dawdler, silent):
+            writer.close()
     finally:
         await server.stop()
 
