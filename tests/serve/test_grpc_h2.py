@@ -603,7 +603,9 @@ async def test_a_flood_of_streams_opened_and_reset_does_not_hold_the_loop(served
     await client.until(lambda: any(isinstance(e, h2.events.PingAckReceived) for e in client.events), timeout=10)
     ticker.cancel()
     print(f"longest loop stall {max(lags) * 1000:.0f} ms")
-    assert max(lags) < 0.2, f"the loop stood still for {max(lags) * 1000:.0f} ms"
+    # Taken in one read, the flood stalls the loop for over 0.5 s; in steps, the longest stall is tens of ms (71 ms
+    # with other jobs on the two cores), 201 ms once under heavy load. 0.4 s still tells the two apart.
+    assert max(lags) < 0.4, f"the loop stood still for {max(lags) * 1000:.0f} ms"
     assert (await client.response(client.request())).grpc_status == 0
     await client.aclose()
 
