@@ -9,7 +9,9 @@ by the probe's periodSeconds:
   container sleeps on its own.
 - periodSeconds 0 or absent: aggressive mode (AggressivePolicy), tight while not ready.
   These containers share one Ticker: a wake-up costs more CPU than a refused attempt
-  (docs/performance.md), so one wake-up starts every attempt that is due. An attempt
+  (docs/performance.md), so one wake-up starts every attempt that is due, in batches of at
+  most TICK_BUDGET with the loop's own I/O between them, so that a burst (1,000 containers
+  due at once) never holds the kubelet's /healthz and /ready for its whole length. An attempt
   the probe answers at once (a refused connect, probes/base.py) is recorded inline; one
   that must wait runs as its own task, so a hanging target never delays another
   container. The schedule is fixed-rate: the next attempt is due one interval after
