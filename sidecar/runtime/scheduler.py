@@ -53,9 +53,10 @@ TICK_SLACK = 0.0005
 # One loop callback starts attempts for at most this long, then the loop reads its sockets
 # before the rest: the kubelet's /healthz and /ready wait for a batch per loop iteration they
 # need, not for every attempt due on the tick. A pod's few containers fit in one batch; 1,000
-# refused attempts (~40 ms) take ~80, at no CPU per attempt we could measure
-# (docs/performance.md#the-shared-tick-and-the-kubelets-probes). 1 ms left asyncio's answers
-# 4-5x slower: a fresh connection there takes several iterations.
+# refused attempts (40-90 ms) take ~100, at no CPU beyond noise without clients, 1.01-1.13x
+# with one asking every 5 ms (docs/performance.md#the-shared-tick-and-the-kubelets-probes).
+# At 1 ms, asyncio's answers
+# during a burst were ~5x slower: a fresh connection there takes 4-5 loop iterations.
 TICK_BUDGET = 0.0005
 
 
@@ -144,7 +145,8 @@ class Ticker:
         self._run_due()
 
     def _run_due(self) -> None:
-        # While the callbacks add their next due times, `at` arms nothing: one timer, at the end.
+        # While the callbacks add their next due times, and between batches, `at` arms
+        # nothing: one timer, at the end of the last batch.
         self._timer_at = -math.inf
         due = self._due
         horizon = self._loop.time() + TICK_SLACK
