@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import socket
 import sys
@@ -185,13 +186,13 @@ def _row(label: str, s: Sample) -> str:
     return (
         f"{label:<24}{h.n:>6}{fmt_ms(h.p50):>8}{fmt_ms(h.p99):>8}{fmt_ms(h.max):>8}{s.healthz_slow:>7.1f}"
         f"{fmt_ms(r.p50):>8}{fmt_ms(r.p99):>8}{fmt_ms(r.max):>8}{s.ready_slow:>7.1f}{s.cpu_percent:>7.1f}"
-        f"{s.attempts_per_second:>7.0f}{_per_attempt(s):>7.1f}"
+        f"{s.attempts_per_second:>7.0f}{_per_attempt(s):>8.1f}"
     )
 
 
 def _per_attempt(s: Sample) -> float:
     """Microseconds of the sidecar's CPU per attempt (the /healthz and /ready answers included)."""
-    return 1e4 * s.cpu_percent / max(s.attempts_per_second, 1)
+    return 1e4 * s.cpu_percent / s.attempts_per_second if s.attempts_per_second else math.nan
 
 
 def _ratio_row(label: str, before: Sample, after: Sample) -> str:
@@ -202,7 +203,7 @@ def _ratio_row(label: str, before: Sample, after: Sample) -> str:
     return (
         f"{label:<24}{'':>6}{r(ah.p50, bh.p50):>8}{r(ah.p99, bh.p99):>8}{r(ah.max, bh.max):>8}{'':>7}"
         f"{r(ar.p50, br.p50):>8}{r(ar.p99, br.p99):>8}{r(ar.max, br.max):>8}{'':>7}"
-        f"{r(after.cpu_percent, before.cpu_percent):>7}{'':>7}{r(_per_attempt(after), _per_attempt(before)):>7}"
+        f"{r(after.cpu_percent, before.cpu_percent):>7}{'':>7}{r(_per_attempt(after), _per_attempt(before)):>8}"
     )
 
 
@@ -231,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"ms; '>20' is the % of samples over {SLOW * 1000:.0f} ms; cpu % of one core; µs of CPU per attempt")
     print(
         f"{'case / sidecar':<24}{'n':>6}{'hz p50':>8}{'hz p99':>8}{'hz max':>8}{'>20':>7}{'rd p50':>8}{'rd p99':>8}"
-        f"{'rd max':>8}{'>20':>7}{'cpu %':>7}{'att/s':>7}{'µs/att':>7}"
+        f"{'rd max':>8}{'>20':>7}{'cpu %':>7}{'att/s':>7}{'µs/att':>8}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         installs = [THIS_CHECKOUT]
