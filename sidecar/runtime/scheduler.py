@@ -9,7 +9,9 @@ by the probe's periodSeconds:
   container sleeps on its own.
 - periodSeconds 0 or absent: aggressive mode (AggressivePolicy), tight while not ready.
   These containers share one Ticker: a wake-up costs more CPU than a refused attempt
-  (docs/performance.md), so one wake-up starts every attempt that is due. An attempt
+  (docs/performance.md), so one wake-up starts every attempt that is due, in batches of at
+  most TICK_BUDGET with the loop's own I/O between them, so that a burst (1,000 containers
+  due at once) never holds the kubelet's /healthz and /ready for its whole length. An attempt
   the probe answers at once (a refused connect, probes/base.py) is recorded inline; one
   that must wait runs as its own task, so a hanging target never delays another
   container. The schedule is fixed-rate: the next attempt is due one interval after
@@ -33,6 +35,7 @@ import heapq
 import itertools
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,6 +50,14 @@ _TIMEOUT_FRACTION = 0.95
 # A wake-up also starts what is due this close after it: uvloop's timers have millisecond
 # resolution and may fire a little early, and one wake-up for two near ticks is the point.
 TICK_SLACK = 0.0005
+# One loop callback starts attempts for at most this long, then the loop reads its sockets
+# before the rest: the kubelet's /healthz and /ready wait for a batch per loop iteration they
+# need, not for every attempt due on the tick. A pod's few containers fit in one batch; 1,000
+# refused attempts (40-90 ms) take ~100, at no CPU beyond noise without clients, 1.01-1.13x
+# with one asking every 5 ms (docs/performance.md#the-shared-tick-and-the-kubelets-probes).
+# At 1 ms, asyncio's answers
+# during a burst were ~5x slower: a fresh connection there takes 4-5 loop iterations.
+TICK_BUDGET = 0.0005
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,21 +102,27 @@ class Ticker:
     """One timer for many schedules: each wake-up runs every callback that is due.
 
     No task and no future per wake-up, only the loop's timer: `at` keeps a heap of due
-    times and arms one timer for the earliest.
+    times and arms one timer for the earliest. A wake-up's callbacks run in batches of at
+    most `budget` seconds, each batch its own loop callback (`call_soon`), so what the loop
+    has read meanwhile (a kubelet's request) is answered between them. Due order is kept,
+    and nothing runs before it is due; the later batches only start later.
 
         ticker = Ticker()
         entry = ticker.at(loop.time() + 0.003, start_attempt)
         entry.cancel()
         ticker.wakeups   # how many times the timer fired
+        ticker.batches   # how many times a wake-up's work went on in a later loop iteration
     """
 
-    def __init__(self) -> None:
+    def __init__(self, budget: float = TICK_BUDGET) -> None:
         self._loop = asyncio.get_running_loop()
+        self.budget = budget
         self._due: list[tuple[float, int, _Entry]] = []
         self._order = itertools.count()  # ties run in the order they were added
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self.wakeups = 0
+        self.batches = 0
 
     def at(self, when: float, callback: Callable[[float], None]) -> _Entry:
         """Call callback(when) at loop time `when`, from the next wake-up at or after it.
@@ -123,15 +140,26 @@ class Ticker:
         self._timer = self._loop.call_at(when, self._wake)
 
     def _wake(self) -> None:
-        # While the callbacks add their next due times, `at` arms nothing: one timer, at the end.
-        self._timer, self._timer_at = None, -math.inf
+        self._timer = None
         self.wakeups += 1
+        self._run_due()
+
+    def _run_due(self) -> None:
+        # While the callbacks add their next due times, and between batches, `at` arms
+        # nothing: one timer, at the end of the last batch.
+        self._timer_at = -math.inf
         due = self._due
         horizon = self._loop.time() + TICK_SLACK
+        budget_ends = time.perf_counter() + self.budget
         while due and due[0][0] <= horizon:
             when, _, entry = heapq.heappop(due)
             if not entry.cancelled:
                 entry.callback(when)
+                if time.perf_counter() >= budget_ends and due and due[0][0] <= horizon:
+                    # The rest of what is due goes on after the loop has read its sockets once.
+                    self.batches += 1
+                    self._loop.call_soon(self._run_due)
+                    return
         while due and due[0][2].cancelled:
             heapq.heappop(due)
         self._timer_at = math.inf

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -20,7 +21,7 @@ from probes.result import Outcome, ProbeResult
 from probes.spec import ExecSpec, HttpGetSpec, TcpSocketSpec
 from sidecar.model import ContainerSpec, ProbeTiming
 from sidecar.runtime.attempt import GuardedProbe
-from sidecar.runtime.scheduler import AggressivePolicy, ContainerScheduler, Ticker
+from sidecar.runtime.scheduler import TICK_SLACK, AggressivePolicy, ContainerScheduler, Ticker
 from sidecar.runtime.state import AggregateState, ContainerState, StateObserver, Transition
 from tests.probes.test_tcp_socket import refusing
 from tests.target_apps import FlipTarget
@@ -239,6 +240,42 @@ async def test_aggressive_containers_share_one_wake_up_per_tick() -> None:
     assert min(attempts) >= 10, attempts
     assert max(attempts) - min(attempts) <= 1, "all four are due on the same ticks"
     assert ticker.wakeups <= max(attempts) + 1, f"{ticker.wakeups} wake-ups for {attempts} attempts"
+
+
+async def test_a_long_tick_lets_the_loop_read_its_sockets_between_batches() -> None:
+    # 1,000 containers due on one tick are ~40 ms of refused attempts: a kubelet's request
+    # arriving meanwhile is read between batches of TICK_BUDGET, not after the last attempt.
+    # Each callback here busies 1 ms, as ~25 refused attempts do; the socket stands for the request.
+    loop = asyncio.get_running_loop()
+    ticker = Ticker(budget=0.002)
+    started: list[tuple[float, float]] = []  # (due, loop time it ran)
+    read_after: list[int] = []  # how many callbacks had run when the loop read the socket
+    sender, receiver = socket.socketpair()
+    receiver.setblocking(False)
+    loop.add_reader(receiver, lambda: (receiver.recv(16), read_after.append(len(started))))
+
+    def busy(due: float) -> None:
+        if not started:
+            sender.send(b"GET")  # the request arrives as the burst begins
+        started.append((due, loop.time()))
+        until = time.perf_counter() + 0.001
+        while time.perf_counter() < until:
+            pass
+
+    try:
+        tick = loop.time() + 0.02
+        dues = [tick + i * 0.0001 for i in range(30)]  # one tick's worth, in order, 30 ms of work
+        for due in dues:
+            ticker.at(due, busy)
+        await asyncio.sleep(0.1)
+    finally:
+        loop.remove_reader(receiver)
+        sender.close()
+        receiver.close()
+    assert [due for due, _ in started] == dues, "every callback ran once, in due order"
+    assert all(ran >= due - TICK_SLACK for due, ran in started), "none before it was due"
+    assert read_after and read_after[0] < len(dues) // 2, f"the request waited for {read_after} callbacks"
+    assert ticker.batches >= 5, ticker.batches
 
 
 class SlowProbe(ProbeBase):

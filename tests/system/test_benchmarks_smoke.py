@@ -59,6 +59,16 @@ async def test_sidecar_runs_the_loop_the_benchmark_asks_for(tmp_path: Path, loop
         await sidecar.stop()
 
 
+def test_tick_latency_runs_against_both_kinds_of_target() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.tick_latency", "--containers", "10", "--seconds", "0.5",
+         "--cases", "tcp-refused,http-accepting"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "tcp-refused this" in done.stdout and "http-accepting this" in done.stdout, done.stdout
+
+
 def test_unknown_loop_is_a_one_line_config_error(sidecar_env: dict[str, str]) -> None:
     done = subprocess.run(
         sidecar_cmd("run", "--probe", "app=tcp://127.0.0.1:1", "--health-port", "0"),
