@@ -11,8 +11,8 @@ PID 1 of a container, so a zombie or an orphan it fails to reap shows up as its 
 Every process it starts carries TAG_ENV=car.tag in its environment: `car.descendants()`
 finds them all, wherever they moved to.
 
-`loop` picks the event loop (run --loop); LOOPS lists the ones installed here:
-CI and the image have asyncio only, uvloop is an optional extra.
+`loop` picks the event loop (run --loop); LOOPS lists the ones installed here: both
+where the `test` extra is installed, as in CI; the image installs no extra, so asyncio.
 """
 
 from __future__ import annotations
