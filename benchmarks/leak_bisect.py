@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import shutil
 import socket
 import subprocess
 import sys
@@ -260,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--trim", action="store_true", help="malloc_trim(0) through gdb at the end")
     args = parser.parse_args(argv)
+    if args.trim and shutil.which("gdb") is None:
+        parser.error("--trim needs gdb (apt-get install gdb)")
 
     accepting = socket.socket()
     accepting.bind(("127.0.0.1", 0))
