@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
+import os
 import select
 import socket
 from dataclasses import dataclass
@@ -56,7 +57,6 @@ async def open_socket(host: str, port: int) -> socket.socket:
     Raises ConnectFailed with the first address's error. The socket is closed on
     any exception, cancellation included.
     """
-    loop = asyncio.get_running_loop()
     first_error: ConnectFailed | None = None
     for family, address in await _resolve(host, port):
         try:
@@ -67,7 +67,7 @@ async def open_socket(host: str, port: int) -> socket.socket:
             continue
         try:
             sock.setblocking(False)
-            await loop.sock_connect(sock, address)
+            await _connect(sock, address)
         except OSError as exc:
             sock.close()
             if first_error is None:
@@ -140,6 +140,18 @@ async def finish_dial(dialed: Dialed, host: str, port: int) -> socket.socket:
         sock.close()
         raise _connect_failed(code, None, address)
     return sock
+
+
+async def _connect(sock: socket.socket, address: _Address) -> None:
+    """loop.sock_connect without its lookup: uvloop's (0.23, loop.pyx) resolves even an IP literal
+    on libuv's thread pool, since it asks getaddrinfo without the socket type and so skips its own
+    static path (dns.pyx): a thread round trip per redirect hop, and four threads started."""
+    code = sock.connect_ex(address)
+    if code == errno.EINPROGRESS:
+        await _writable(sock)
+        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if code:
+        raise OSError(code, os.strerror(code))
 
 
 async def _writable(sock: socket.socket) -> None:

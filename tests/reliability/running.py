@@ -11,8 +11,8 @@ PID 1 of a container, so a zombie or an orphan it fails to reap shows up as its 
 Every process it starts carries TAG_ENV=car.tag in its environment: `car.descendants()`
 finds them all, wherever they moved to.
 
-`loop` picks the event loop (run --loop); LOOPS lists the ones installed here:
-CI and the image have asyncio only, uvloop is an optional extra.
+`loop` picks the event loop (run --loop); LOOPS lists the ones installed here: both
+where the `test` extra is installed, as in CI; the image installs no extra, so asyncio.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,12 +78,18 @@ class RunningSidecar:
         env: dict[str, str] | None = None,
         cwd: Path = REPO,
         timeout: float = 20.0,
+        python: str | None = None,
+        base_env: Mapping[str, str] | None = None,
+        cpus: str | None = None,
     ) -> RunningSidecar:
+        """`python` and `base_env` run another install (benchmarks/baseline.py's), `env` is added on top;
+        `cpus` pins it (taskset -c)."""
         tag = uuid.uuid4().hex
-        full_env = sidecar_environ({TAG_ENV: tag, **(env or {})})
+        extra = {TAG_ENV: tag, **(env or {})}
+        full_env = {**base_env, **extra} if base_env is not None else sidecar_environ(extra)
         launcher = ("-c", _AS_SUBREAPER) if subreaper else ("-m", "sidecar")
         proc = subprocess.Popen(
-            run_command(("--loop", loop, *args), bind=bind, launcher=launcher),
+            run_command(("--loop", loop, *args), bind=bind, launcher=launcher, python=python, cpus=cpus),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=full_env, cwd=cwd, start_new_session=True,
         )

@@ -47,6 +47,22 @@ def test_quick_detection_section_runs_and_writes_every_figure(tmp_path: Path) ->
 HAS_UVLOOP = importlib.util.find_spec("uvloop") is not None
 
 
+@pytest.mark.skipif(not HAS_UVLOOP, reason="uvloop is not installed (the test extra has it)")
+def test_leak_bisection_prints_both_windows_and_the_ratio_to_asyncio() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.leak_bisect", "--cases", "tcp", "garbage*2", "--loops", "asyncio",
+         "uvloop", "--warmup", "50", "--window", "100", "--window-seconds", "5"],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = done.stdout.splitlines()
+    assert [row.split()[:2] for row in rows] == [
+        ["tcp", "asyncio"], ["tcp", "uvloop"], ["garbage*2", "asyncio"], ["garbage*2", "uvloop"]
+    ], done.stdout
+    assert all(row.count("B/att") >= 2 for row in rows), done.stdout
+    assert "w2 vs asyncio" in rows[1] and "w2 vs asyncio" in rows[3], done.stdout
+
+
 @pytest.mark.parametrize("loop", ["asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(
     not HAS_UVLOOP, reason="uvloop not installed"))])
 async def test_sidecar_runs_the_loop_the_benchmark_asks_for(tmp_path: Path, loop: str) -> None:
