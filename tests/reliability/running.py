@@ -17,6 +17,7 @@ where the `test` extra is installed, as in CI; the image installs no extra, so a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import importlib.util
@@ -195,6 +196,20 @@ class Metrics:
 
     def value(self, name: str, **labels: str) -> float:
         return self.samples.get((name, frozenset(labels.items())), 0.0)
+
+
+_HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: sidecar\r\nConnection: close\r\n\r\n"
+
+
+async def healthz_seconds(port: int) -> float:
+    """One GET /healthz on a fresh connection, as the kubelet asks it: seconds to the whole answer (a 200)."""
+    started = time.perf_counter()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_HEALTHZ)
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+    return time.perf_counter() - started
 
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str, every: float = 0.02) -> None:

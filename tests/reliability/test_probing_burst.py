@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.running import LOOPS
+from tests.reliability.running import LOOPS, healthz_seconds
 from tests.sidecar_process import SidecarProcess
 
 CONTAINERS = 4000  # a burst of 80-160 ms of refused attempts a second, above a shared machine's noise
@@ -36,23 +36,12 @@ CALM_SECOND_BOUND = 0.04
 FLAGS = ("--aggressive-interval", "1s", "--aggressive-max-interval", "1s")
 # /healthz, the kubelet's liveness probe of the sidecar (benchmarks/tick_latency.py times /ready
 # too: with every container in it, ~370 KB here, its reading is mostly the client's time).
-_HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: sidecar\r\nConnection: close\r\n\r\n"
 
 
 def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-async def _seconds(port: int) -> float:
-    started = time.perf_counter()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(_HEALTHZ)
-    answer = await reader.read()
-    writer.close()
-    assert answer.startswith(b"HTTP/1.1 "), answer[:100]
-    return time.perf_counter() - started
 
 
 @pytest.mark.parametrize("loop", LOOPS)
@@ -86,7 +75,7 @@ async def test_a_burst_of_due_attempts_leaves_healthz_answering(tmp_path: Path, 
         await asyncio.sleep(SETTLE)
         started = time.monotonic()
         while (elapsed := time.monotonic() - started) < SECONDS:
-            latency = await _seconds(car.health_port)
+            latency = await healthz_seconds(car.health_port)
             second = int(elapsed)
             slowest[second] = max(slowest.get(second, 0.0), latency)
             await asyncio.sleep(SAMPLE_EVERY)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.running import LOOPS
+from tests.reliability.running import LOOPS, healthz_seconds
 from tests.sidecar_process import SidecarProcess
 
 CONTAINERS = 250  # the "200+": one build ~0.1 s of CPU
@@ -38,7 +38,6 @@ SHUTDOWN_SAMPLES = 3
 # One refused attempt a second per container: the series move, the loop is not busy probing.
 FLAGS = ("--aggressive-interval", "1s", "--aggressive-max-interval", "1s")
 _SCRAPE = b"GET /metrics HTTP/1.1\r\nHost: sidecar\r\n\r\n"
-_HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: sidecar\r\nConnection: close\r\n\r\n"
 
 
 def _closed_port() -> int:
@@ -86,16 +85,6 @@ async def _unread_scrape(port: int) -> socket.socket:
     return sock
 
 
-async def _healthz_seconds(port: int) -> float:
-    started = time.perf_counter()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(_HEALTHZ)
-    answer = await reader.read()
-    writer.close()
-    assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
-    return time.perf_counter() - started
-
-
 @pytest.mark.parametrize("loop", LOOPS)
 async def test_unread_scrapers_leave_healthz_under_100_ms(tmp_path: Path, loop: str) -> None:
     car = await _start(tmp_path, CONTAINERS, loop)
@@ -107,7 +96,7 @@ async def test_unread_scrapers_leave_healthz_under_100_ms(tmp_path: Path, loop: 
             held += await asyncio.gather(*(_unread_scrape(car.metrics_port) for _ in range(SCRAPERS)))
             deadline = time.monotonic() + ROUND_SECONDS
             while time.monotonic() < deadline:
-                latencies.append(await _healthz_seconds(car.health_port))
+                latencies.append(await healthz_seconds(car.health_port))
                 await asyncio.sleep(HEALTHZ_EVERY)
         assert car.alive()
     finally:
