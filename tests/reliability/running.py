@@ -24,6 +24,7 @@ import importlib.util
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -196,6 +197,19 @@ class Metrics:
 
     def value(self, name: str, **labels: str) -> float:
         return self.samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def refused_containers_file(directory: Path, count: int) -> Path:
+    """A containers file of `count` tcpSocket probes at a loopback port nothing listens on: every attempt is
+    refused at once, the cheapest attempt there is, so `count` can be in the thousands."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        port = int(holder.getsockname()[1])  # closed again when the holder goes
+    probe = {"tcpSocket": {"host": "127.0.0.1", "port": port}}
+    containers = [{"name": f"c{i}", "readinessProbe": probe} for i in range(count)]
+    path = directory / f"containers-{uuid.uuid4().hex[:8]}.json"
+    path.write_text(json.dumps({"containers": containers}))
+    return path
 
 
 _HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: sidecar\r\nConnection: close\r\n\r\n"

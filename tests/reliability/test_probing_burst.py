@@ -16,14 +16,12 @@ answers by tens of milliseconds now and then, but the burst was there every seco
 from __future__ import annotations
 
 import asyncio
-import json
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.reliability.running import LOOPS, healthz_seconds
+from tests.reliability.running import LOOPS, healthz_seconds, refused_containers_file
 from tests.sidecar_process import SidecarProcess
 
 CONTAINERS = 4000  # a burst of 80-160 ms of refused attempts a second, above a shared machine's noise
@@ -38,21 +36,9 @@ FLAGS = ("--aggressive-interval", "1s", "--aggressive-max-interval", "1s")
 # too: with every container in it, ~370 KB here, its reading is mostly the client's time).
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.mark.parametrize("loop", LOOPS)
 async def test_a_burst_of_due_attempts_leaves_healthz_answering(tmp_path: Path, loop: str) -> None:
-    port = _closed_port()
-    containers = [
-        {"name": f"c{i}", "readinessProbe": {"tcpSocket": {"host": "127.0.0.1", "port": port}}}
-        for i in range(CONTAINERS)
-    ]
-    config = tmp_path / "containers.json"
-    config.write_text(json.dumps({"containers": containers}))
+    config = refused_containers_file(tmp_path, CONTAINERS)
     car = await SidecarProcess.start(
         "-f",
         str(config),

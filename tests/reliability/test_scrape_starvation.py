@@ -12,7 +12,6 @@ itself gets EXIT_SLACK on top, a noisy shared machine).
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import statistics
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.running import LOOPS, healthz_seconds
+from tests.reliability.running import LOOPS, healthz_seconds, refused_containers_file
 from tests.sidecar_process import SidecarProcess
 
 CONTAINERS = 250  # the "200+": one build ~0.1 s of CPU
@@ -40,19 +39,8 @@ FLAGS = ("--aggressive-interval", "1s", "--aggressive-max-interval", "1s")
 _SCRAPE = b"GET /metrics HTTP/1.1\r\nHost: sidecar\r\n\r\n"
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def _start(tmp_path: Path, count: int, loop: str) -> SidecarProcess:
-    port = _closed_port()
-    containers = [
-        {"name": f"c{i}", "readinessProbe": {"tcpSocket": {"host": "127.0.0.1", "port": port}}} for i in range(count)
-    ]
-    config = tmp_path / f"containers-{time.monotonic_ns()}.json"
-    config.write_text(json.dumps({"containers": containers}))
+    config = refused_containers_file(tmp_path, count)
     car = await SidecarProcess.start(
         "-f",
         str(config),
