@@ -8,6 +8,7 @@ where `.ci/run` sets READINESS_SIDECAR_REQUIRE_PEERS=1, it fails instead.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -48,6 +49,12 @@ def finishes_without_suspending(attempt: Coroutine[Any, Any, ProbeResult]) -> Pr
 def sidecar_cmd(*args: str) -> list[str]:
     """The CLI as a subprocess, from this checkout, with this interpreter."""
     return [sys.executable, "-m", "sidecar", *args]
+
+
+def run_cli(*args: str, env: dict[str, str], stdin: str = "", timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """`readiness-sidecar ARGS` run to its end from the checkout's directory: exit code, stdout and stderr."""
+    return subprocess.run(sidecar_cmd(*args), input=stdin, capture_output=True, text=True, env=env, cwd=REPO,
+                          timeout=timeout)  # fmt: skip
 
 
 @pytest.fixture

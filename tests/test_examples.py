@@ -4,7 +4,6 @@ and the PodMonitor scrapes the port and path an injected sidecar serves metrics 
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import pytest
 import yaml
 
 from sidecar.contract import METRICS_PATH, METRICS_PORT, METRICS_PORT_NAME, SIDECAR_NAME, STATUS_ANNOTATION
-from tests.conftest import REPO, sidecar_cmd
+from tests.conftest import REPO, run_cli
 
 EXAMPLES = REPO / "examples"
 # Each example that shows an injected pod, and the manifest as its author wrote it.
@@ -38,15 +37,7 @@ def _pod_metadata(doc: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("example", list(INJECTED_FROM))
 def test_an_injected_example_is_what_inject_makes_of_its_input(example: str, sidecar_env: dict[str, str]) -> None:
     source = INJECTED_FROM[example]
-    done = subprocess.run(
-        sidecar_cmd("inject", "-f", f"examples/{source}"),
-        capture_output=True,
-        text=True,
-        env=sidecar_env,
-        cwd=REPO,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
-    )
+    done = run_cli("inject", "-f", f"examples/{source}", env=sidecar_env)
     assert done.returncode == 0, done.stderr
     assert done.stdout == (EXAMPLES / example).read_text(), (
         f"examples/{example} is not what inject makes of examples/{source}; regenerate it with\n"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.conftest import REPO, sidecar_cmd
+from tests.conftest import run_cli
 
 # Nothing listens here: no other port of `run` gets in the way of the one under test.
 _OTHER_PORTS = {"--health-port": "0", "--grpc-port": "0", "--metrics-port": "0"}
@@ -32,15 +32,7 @@ def held_port() -> Iterator[int]:
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        sidecar_cmd("run", "--probe", "x=tcp://127.0.0.1:1", "--drain-seconds", "0", *args),
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_cli("run", "--probe", "x=tcp://127.0.0.1:1", "--drain-seconds", "0", *args, env=env)
 
 
 def _one_line(done: subprocess.CompletedProcess[str]) -> str:
@@ -96,14 +88,9 @@ def test_the_webhook_says_it_the_same_way(held_port: int, sidecar_env: dict[str,
     leaf = trustme.CA().issue_cert("127.0.0.1")
     leaf.cert_chain_pems[0].write_to_path(str(cert))
     leaf.private_key_pem.write_to_path(str(key))
-    done = subprocess.run(
-        sidecar_cmd("webhook", "--bind", "127.0.0.1", "--port", str(held_port), "--cert", str(cert), "--key", str(key)),
-        capture_output=True,
-        text=True,
+    done = run_cli(
+        "webhook", "--bind", "127.0.0.1", "--port", str(held_port), "--cert", str(cert), "--key", str(key),
         env=sidecar_env,
-        cwd=REPO,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
     )
     [line] = [line for line in done.stderr.splitlines() if "listen" in line]
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr

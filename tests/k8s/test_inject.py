@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from sidecar.k8s.inject import (
 )
 from sidecar.k8s.options import DEFAULT_IMAGE, DEFAULT_IMAGE_WARNING
 from sidecar.model import ContainerSpec
-from tests.conftest import PEER_MANIFESTS, REPO, sidecar_cmd
+from tests.conftest import PEER_MANIFESTS, REPO, run_cli
 
 DATA = REPO / "tests" / "data"
 RICH = DATA / "inject" / "rich-deployment.yaml"
@@ -389,9 +388,6 @@ def test_loader_reads_exec_spec_from_the_config_inject_wrote() -> None:
 
 # -- the command line -----------------------------------------------------------------
 
-
-def run_cli(*args: str, stdin: str = "", env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(sidecar_cmd(*args), input=stdin, capture_output=True, text=True, env=env, timeout=30)
 
 
 def test_cli_reads_stdin_writes_yaml_and_its_output_injects_to_the_same_bytes(sidecar_env: dict[str, str]) -> None:

@@ -4,7 +4,6 @@ the lint-ignore annotation, the kubelet-aware rules, JSON input."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +14,12 @@ import yaml
 from sidecar import __version__
 from sidecar.contract import LINT_IGNORE_ANNOTATION
 from sidecar.k8s.lint_rules import RULES
-from tests.conftest import DATA, REPO, sidecar_cmd
+from tests.conftest import DATA, REPO, run_cli
 
 LINT_DATA = DATA / "lint"
 POSITIONS = LINT_DATA / "positions.yaml"
 KUBELET_RULES = LINT_DATA / "kubelet-rules.yaml"
 
-
-def run_cli(*args: str, env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(sidecar_cmd(*args), input=stdin, capture_output=True, text=True, env=env, timeout=30)
 
 
 def lint_json(path: Path, env: dict[str, str], *args: str) -> list[dict[str, Any]]:
