@@ -55,8 +55,8 @@ TICK_SLACK = 0.0005
 # need, not for every attempt due on the tick. A pod's few containers fit in one batch; 1,000
 # refused attempts (40-90 ms) take ~100, at no CPU beyond noise without clients, 1.01-1.13x
 # with one asking every 5 ms (docs/performance.md#the-shared-tick-and-the-kubelets-probes).
-# At 1 ms, asyncio's answers
-# during a burst were ~5x slower: a fresh connection there takes 4-5 loop iterations.
+# At 1 ms, asyncio's answers during a burst were ~5x slower: a fresh connection there takes
+# 4-5 loop iterations.
 TICK_BUDGET = 0.0005
 
 
